@@ -14,7 +14,7 @@ TaskState::~TaskState() {
   COTASK_CHECK(!root_, "a task's state was destroyed while its coroutine was alive");
 }
 
-bool TaskState::Cancel(std::string_view message) {
+bool TaskState::Cancel(absl::string_view message) {
   if (done_) return false;
   ++cancel_requests_;
   cancel_message_.assign(message.data(), message.size());

@@ -27,7 +27,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 #include <utility>
 
 #include "absl/status/status.h"
@@ -86,7 +86,7 @@ class TaskState : public ListNode<LoopTasksTag>, public ListNode<GroupChildrenTa
   virtual const absl::Status& status() const = 0;
   bool cancelled() const { return done_ && absl::IsCancelled(status()); }
 
-  bool Cancel(std::string_view message);
+  bool Cancel(absl::string_view message);
   int cancelling() const { return cancel_requests_; }
   int Uncancel();
   const std::string& cancel_message() const { return cancel_message_; }
@@ -336,7 +336,7 @@ class TaskRef {
   friend bool operator==(const TaskRef& a, const TaskRef& b) { return a.state_ == b.state_; }
 
   // asyncio's Task.cancel: false if the task has already ended.
-  bool Cancel(std::string_view message = {}) const { return state_->Cancel(message); }
+  bool Cancel(absl::string_view message = {}) const { return state_->Cancel(message); }
   bool done() const { return state_->done(); }
   bool cancelled() const { return state_->cancelled(); }
   int cancelling() const { return state_->cancelling(); }
