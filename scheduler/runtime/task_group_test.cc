@@ -207,14 +207,15 @@ TEST(TaskGroupTest, CancellingTheOwnerAtTheExitStillWaitsForEveryChild) {
 TEST(TaskGroupTest, ChildrenMayAddSiblingsWhileTheGroupWaitsAtItsExit) {
   Runner runner;
   std::vector<std::string> log;
+  // Outlives every task that runs it (a closure in the body's frame would die with the body).
+  auto spawner = [&](TaskGroup* group) -> Task<int> {
+    COTASK_CO_RETURN_IF_ERROR(co_await Sleep(2ms));
+    COTASK_CO_RETURN_IF_ERROR(group->CreateTask(Child(&log, "sibling", 2ms)).status());
+    co_return 0;
+  };
   auto main = [&]() -> Task<void> {
     co_return co_await TaskGroup::Run([&](TaskGroup& group) -> Task<void> {
-      auto spawner = [&]() -> Task<int> {
-        COTASK_CO_RETURN_IF_ERROR(co_await Sleep(2ms));
-        COTASK_CO_RETURN_IF_ERROR(group.CreateTask(Child(&log, "sibling", 2ms)).status());
-        co_return 0;
-      };
-      COTASK_CO_RETURN_IF_ERROR(group.CreateTask(spawner()).status());
+      COTASK_CO_RETURN_IF_ERROR(group.CreateTask(spawner(&group)).status());
       co_return absl::OkStatus();
     });
   };

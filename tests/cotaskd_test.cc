@@ -1,0 +1,171 @@
+// The real cotaskd binary, started on 127.0.0.1 port 0, checked from outside with real gRPC
+// clients: health, reflection, flags from the command line and the environment, and a clean
+// exit on SIGTERM and SIGINT.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "tests/subprocess.h"
+
+namespace cotask {
+namespace {
+
+using ::grpc::health::v1::Health;
+using ::grpc::health::v1::HealthCheckRequest;
+using ::grpc::health::v1::HealthCheckResponse;
+using ::testing::HasSubstr;
+using ::testing::IsSupersetOf;
+using namespace std::chrono_literals;
+
+constexpr auto kStartTimeout = 20s;
+
+struct Daemon {
+  testing::Subprocess process;
+  std::string address;
+};
+
+absl::StatusOr<Daemon> StartDaemon(std::vector<std::string> args,
+                                   std::vector<std::string> env = {}) {
+  args.insert(args.begin(), COTASKD_PATH);
+  auto process = testing::Subprocess::Start(args, env);
+  if (!process.ok()) return process.status();
+  auto log = process->WaitForStderr("listening on ", kStartTimeout);
+  if (!log.ok()) return log.status();
+  std::smatch match;
+  if (!std::regex_search(*log, match, std::regex("listening on (127\\.0\\.0\\.1:[0-9]+)"))) {
+    return absl::InternalError("no address in: " + *log);
+  }
+  return Daemon{std::move(*process), match[1]};
+}
+
+std::unique_ptr<grpc::ClientContext> ContextWithDeadline(std::chrono::milliseconds timeout = 5000ms) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + timeout);
+  return context;
+}
+
+TEST(CotaskdTest, AnswersHealthChecksAsServing) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel(daemon->address, grpc::InsecureChannelCredentials());
+  auto health = Health::NewStub(channel);
+  HealthCheckRequest request;
+  HealthCheckResponse response;
+  auto context = ContextWithDeadline();
+  grpc::Status status = health->Check(context.get(), request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+}
+
+TEST(CotaskdTest, ServesReflectionListingItsServices) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel(daemon->address, grpc::InsecureChannelCredentials());
+  auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);
+  auto context = ContextWithDeadline();
+  auto stream = reflection->ServerReflectionInfo(context.get());
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::vector<std::string> names;
+  for (const auto& service : response.list_services_response().service()) {
+    names.push_back(service.name());
+  }
+  EXPECT_THAT(names, IsSupersetOf({"grpc.health.v1.Health",
+                                   "grpc.reflection.v1alpha.ServerReflection"}));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST(CotaskdTest, SigtermDrainsAndExitsZero) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--drain_period=3s"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  // A health watcher sees NOT_SERVING when the drain starts.
+  auto channel = grpc::CreateChannel(daemon->address, grpc::InsecureChannelCredentials());
+  auto health = Health::NewStub(channel);
+  auto context = ContextWithDeadline(20000ms);
+  HealthCheckRequest request;
+  auto watch = health->Watch(context.get(), request);
+  HealthCheckResponse response;
+  ASSERT_TRUE(watch->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+
+  daemon->process.Signal(SIGTERM);
+  ASSERT_TRUE(watch->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
+  auto exit_status = daemon->process.Wait(20s);
+  ASSERT_TRUE(exit_status.ok()) << exit_status.status();
+  EXPECT_TRUE(WIFEXITED(*exit_status));
+  EXPECT_EQ(WEXITSTATUS(*exit_status), 0);
+  EXPECT_THAT(daemon->process.stderr_text(), HasSubstr("SIGTERM: draining, up to 3s"));
+  EXPECT_THAT(daemon->process.stderr_text(), HasSubstr("cotaskd: stopped"));
+}
+
+TEST(CotaskdTest, SigintExitsZeroAndSighupIsAnsweredWithoutExiting) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  daemon->process.Signal(SIGHUP);
+  ASSERT_TRUE(daemon->process.WaitForStderr("SIGHUP: nothing to reload", 10s).ok());
+  daemon->process.Signal(SIGINT);
+  auto exit_status = daemon->process.Wait(20s);
+  ASSERT_TRUE(exit_status.ok()) << exit_status.status();
+  EXPECT_TRUE(WIFEXITED(*exit_status));
+  EXPECT_EQ(WEXITSTATUS(*exit_status), 0);
+}
+
+TEST(CotaskdTest, TakesItsFlagsFromTheEnvironment) {
+  auto daemon = StartDaemon({}, {"COTASK_ADDRESS=127.0.0.1:0"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  EXPECT_NE(daemon->address, "127.0.0.1:50051");
+}
+
+TEST(CotaskdTest, TheCommandLineWinsOverTheEnvironment) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0"}, {"COTASK_ADDRESS=256.0.0.1:1"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+}
+
+TEST(CotaskdTest, BadSettingsAreOneClearErrorAndANonZeroExit) {
+  struct Case {
+    std::vector<std::string> args, env;
+    int exit_code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--address=256.0.0.1:0"}, {}, 1,
+       "error: cannot listen on --address=256.0.0.1:0: it must be host:port"},
+      {{}, {"COTASK_DRAIN_PERIOD=soon", "COTASK_ADDRESS=127.0.0.1:0"}, 2,
+       "error: COTASK_DRAIN_PERIOD=\"soon\" is not a valid --drain_period"},
+      {{"--address=127.0.0.1:0", "--drain_period=-1s"}, {}, 2,
+       "error: --drain_period must be >= 0s"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = c.args;
+    args.insert(args.begin(), COTASKD_PATH);
+    auto process = testing::Subprocess::Start(args, c.env);
+    ASSERT_TRUE(process.ok());
+    auto exit_status = process->Wait(20s);
+    ASSERT_TRUE(exit_status.ok()) << exit_status.status();
+    EXPECT_TRUE(WIFEXITED(*exit_status));
+    EXPECT_EQ(WEXITSTATUS(*exit_status), c.exit_code) << process->stderr_text();
+    EXPECT_THAT(process->stderr_text(), HasSubstr(c.message));
+  }
+}
+
+}  // namespace
+}  // namespace cotask
