@@ -191,10 +191,10 @@ class AlarmTimer final : public OperationBase {
  public:
   AlarmTimer(EventLoop* loop, int64_t* left) : loop_(loop), left_(left) {}
   void Start(EventLoop::Duration d) {
-    alarm_.Set(&loop_->completion_queue(),
-               gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                            gpr_time_from_nanos(d.count(), GPR_TIMESPAN)),
-               static_cast<OperationBase*>(this));
+    alarm_.Set(
+        &loop_->completion_queue(),
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(d.count(), GPR_TIMESPAN)),
+        static_cast<OperationBase*>(this));
   }
   void Cancel() { alarm_.Cancel(); }
   void Complete(bool) override {
@@ -207,16 +207,24 @@ class AlarmTimer final : public OperationBase {
   grpc::Alarm alarm_;
 };
 
+// Sets one alarm per delay; each one's completion counts `left` down and stops the loop at 0.
+std::vector<std::unique_ptr<AlarmTimer>> StartAlarms(
+    EventLoop& loop, int64_t& left, const std::vector<EventLoop::Duration>& delays) {
+  left = static_cast<int64_t>(delays.size());
+  std::vector<std::unique_ptr<AlarmTimer>> timers;
+  for (auto d : delays) {
+    timers.push_back(std::make_unique<AlarmTimer>(&loop, &left));
+    timers.back()->Start(d);
+  }
+  return timers;
+}
+
 void BM_TimersAlarmEach(benchmark::State& state) {
   const auto delays = Delays(state.range(0));
   EventLoop loop;
   for (auto _ : state) {
-    int64_t left = static_cast<int64_t>(delays.size());
-    std::vector<std::unique_ptr<AlarmTimer>> timers;
-    for (auto d : delays) {
-      timers.push_back(std::make_unique<AlarmTimer>(&loop, &left));
-      timers.back()->Start(d);
-    }
+    int64_t left = 0;
+    auto timers = StartAlarms(loop, left, delays);
     loop.Run();
   }
   state.SetItemsProcessed(state.iterations() * state.range(0));
@@ -240,12 +248,8 @@ void BM_TimersAlarmEachCancelled(benchmark::State& state) {
   const auto delays = Delays(state.range(0));
   EventLoop loop;
   for (auto _ : state) {
-    int64_t left = static_cast<int64_t>(delays.size());
-    std::vector<std::unique_ptr<AlarmTimer>> timers;
-    for (auto d : delays) {
-      timers.push_back(std::make_unique<AlarmTimer>(&loop, &left));
-      timers.back()->Start(d);
-    }
+    int64_t left = 0;
+    auto timers = StartAlarms(loop, left, delays);
     for (auto& t : timers) t->Cancel();
     loop.Run();  // every cancelled alarm still comes back through the queue
   }

@@ -33,9 +33,10 @@ TEST(EnvFlagsTest, ABadValueNamesTheVariableAndTheFlag) {
   absl::Status status = ApplyFlagsFromEnvironment();
   unsetenv("COTASK_ENV_FLAGS_TEST_COUNT");
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(std::string(status.message()).rfind(
-                "COTASK_ENV_FLAGS_TEST_COUNT=\"many\" is not a valid --env_flags_test_count: ", 0),
-            0u)
+  EXPECT_EQ(
+      std::string(status.message())
+          .rfind("COTASK_ENV_FLAGS_TEST_COUNT=\"many\" is not a valid --env_flags_test_count: ", 0),
+      0u)
       << status;
 }
 

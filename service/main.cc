@@ -76,8 +76,8 @@ int main(int argc, char** argv) {
       continue;
     }
     const absl::Duration drain = absl::GetFlag(FLAGS_drain_period);
-    Log(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
-                     ": draining, up to ", absl::FormatDuration(drain)));
+    Log(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining, up to ",
+                     absl::FormatDuration(drain)));
     (*server)->Shutdown(drain);
     Log("stopped");
     return 0;

@@ -1,6 +1,10 @@
 // The real cotaskd binary, started on 127.0.0.1 port 0, checked from outside with real gRPC
 // clients: health, reflection, flags from the command line and the environment, and a clean
 // exit on SIGTERM and SIGINT.
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -9,11 +13,6 @@
 #include <regex>
 #include <string>
 #include <vector>
-
-#include <grpcpp/channel.h>
-#include <grpcpp/client_context.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -52,7 +51,8 @@ absl::StatusOr<Daemon> StartDaemon(std::vector<std::string> args,
   return Daemon{std::move(*process), match[1]};
 }
 
-std::unique_ptr<grpc::ClientContext> ContextWithDeadline(std::chrono::milliseconds timeout = 5000ms) {
+std::unique_ptr<grpc::ClientContext> ContextWithDeadline(
+    std::chrono::milliseconds timeout = 5000ms) {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + timeout);
   return context;
@@ -88,8 +88,8 @@ TEST(CotaskdTest, ServesReflectionListingItsServices) {
   for (const auto& service : response.list_services_response().service()) {
     names.push_back(service.name());
   }
-  EXPECT_THAT(names, IsSupersetOf({"grpc.health.v1.Health",
-                                   "grpc.reflection.v1alpha.ServerReflection"}));
+  EXPECT_THAT(names,
+              IsSupersetOf({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}));
   EXPECT_TRUE(stream->Finish().ok());
 }
 
@@ -147,11 +147,17 @@ TEST(CotaskdTest, BadSettingsAreOneClearErrorAndANonZeroExit) {
     std::string message;
   };
   const std::vector<Case> cases = {
-      {{"--address=256.0.0.1:0"}, {}, 1,
+      {{"--address=256.0.0.1:0"},
+       {},
+       1,
        "error: cannot listen on --address=256.0.0.1:0: it must be host:port"},
-      {{}, {"COTASK_DRAIN_PERIOD=soon", "COTASK_ADDRESS=127.0.0.1:0"}, 2,
+      {{},
+       {"COTASK_DRAIN_PERIOD=soon", "COTASK_ADDRESS=127.0.0.1:0"},
+       2,
        "error: COTASK_DRAIN_PERIOD=\"soon\" is not a valid --drain_period"},
-      {{"--address=127.0.0.1:0", "--drain_period=-1s"}, {}, 2,
+      {{"--address=127.0.0.1:0", "--drain_period=-1s"},
+       {},
+       2,
        "error: --drain_period must be >= 0s"},
   };
   for (const Case& c : cases) {

@@ -12,11 +12,11 @@ namespace cotask::internal {
                               const char* message);
 }  // namespace cotask::internal
 
-#define COTASK_CHECK(condition, message)                                         \
-  do {                                                                           \
-    if (ABSL_PREDICT_FALSE(!(condition))) {                                      \
+#define COTASK_CHECK(condition, message)                                          \
+  do {                                                                            \
+    if (ABSL_PREDICT_FALSE(!(condition))) {                                       \
       ::cotask::internal::CheckFailed(__FILE__, __LINE__, #condition, (message)); \
-    }                                                                            \
+    }                                                                             \
   } while (false)
 
 #ifdef NDEBUG

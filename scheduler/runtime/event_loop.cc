@@ -173,7 +173,7 @@ void EventLoop::RunOnce() {
   }
   timers_.FireDue(now);
   // Run what is ready now; what this schedules runs in the next iteration.
-  for (size_t n = ready_.size(); n > 0 && !closed_; --n) {
+  for (size_t n = ready_.size(); n > 0; --n) {
     ReadyItem item = ready_.PopFront();
     item.run(item.arg, /*execute=*/true);
   }
@@ -188,7 +188,8 @@ void EventLoop::PollCompletions(bool block, TimePoint deadline) {
       wait_until = gpr_inf_future(GPR_CLOCK_MONOTONIC);
     } else {
       // gRPC's monotonic clock has its own epoch: convert via the remaining time.
-      auto remaining = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now());
+      auto remaining =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now());
       if (remaining.count() > 0) {
         wait_until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                   gpr_time_from_nanos(remaining.count(), GPR_TIMESPAN));

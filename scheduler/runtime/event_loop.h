@@ -125,9 +125,7 @@ class EventLoop {
 
   // For awaitables and the runtime's own types.
   void Schedule(internal::TaskState* task) { ready_.PushBack({&RunTaskStep, task}); }
-  void AddTimer(internal::TimerNode* timer, TimePoint deadline) {
-    timers_.Add(timer, deadline);
-  }
+  void AddTimer(internal::TimerNode* timer, TimePoint deadline) { timers_.Add(timer, deadline); }
   void RemoveTimer(internal::TimerNode* timer) { timers_.Remove(timer); }
   void RegisterTask(internal::TaskState* task);
 

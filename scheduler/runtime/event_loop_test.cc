@@ -146,9 +146,7 @@ TEST(EventLoopTest, RunUntilCompleteReturnsTheOutcome) {
   EXPECT_EQ(loop.RunUntilComplete(Seven()).value(), 7);
 }
 
-Task<void> SleepLong() {
-  co_return co_await Sleep(10s);
-}
+Task<void> SleepLong() { co_return co_await Sleep(10s); }
 
 TEST(EventLoopTest, RunUntilCompleteStoppedEarlyIsFailedPrecondition) {
   EventLoop loop;

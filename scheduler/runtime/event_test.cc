@@ -52,7 +52,8 @@ TEST(EventTest, WaitOnASetEventReturnsAtOnceAndClearResetsIt) {
     COTASK_CO_RETURN_IF_ERROR(co_await event.Wait());
     event.Clear();
     EXPECT_FALSE(event.is_set());
-    TaskHandle<void> w = CreateTask([](Event* e) -> Task<void> { co_return co_await e->Wait(); }(&event));
+    TaskHandle<void> w =
+        CreateTask([](Event* e) -> Task<void> { co_return co_await e->Wait(); }(&event));
     COTASK_CO_RETURN_IF_ERROR(co_await Sleep(1ms));
     EXPECT_FALSE(w.done());
     event.Set();

@@ -33,38 +33,27 @@ inline absl::Status QueueShutDownError() {
   return absl::FailedPreconditionError("the queue is shut down");
 }
 
-template <class T>
-class FifoStorage {
+// FIFO (kLifo = false) or LIFO storage.
+template <class T, bool kLifo>
+class SequenceStorage {
  public:
   bool empty() const { return items_.empty(); }
   size_t size() const { return items_.size(); }
   void Push(T item) { items_.push_back(std::move(item)); }
   T Pop() {
-    T item = std::move(items_.front());
-    items_.pop_front();
-    return item;
+    if constexpr (kLifo) {
+      T item = std::move(items_.back());
+      items_.pop_back();
+      return item;
+    } else {
+      T item = std::move(items_.front());
+      items_.pop_front();
+      return item;
+    }
   }
-  void Clear() { items_.clear(); }
 
  private:
   std::deque<T> items_;
-};
-
-template <class T>
-class LifoStorage {
- public:
-  bool empty() const { return items_.empty(); }
-  size_t size() const { return items_.size(); }
-  void Push(T item) { items_.push_back(std::move(item)); }
-  T Pop() {
-    T item = std::move(items_.back());
-    items_.pop_back();
-    return item;
-  }
-  void Clear() { items_.clear(); }
-
- private:
-  std::vector<T> items_;
 };
 
 template <class T, class Compare>
@@ -82,7 +71,6 @@ class PriorityStorage {
     items_.pop_back();
     return item;
   }
-  void Clear() { items_.clear(); }
 
  private:
   struct Entry {
@@ -269,9 +257,9 @@ class BasicQueue {
 };
 
 template <class T>
-using Queue = BasicQueue<T, internal::FifoStorage<T>>;
+using Queue = BasicQueue<T, internal::SequenceStorage<T, /*kLifo=*/false>>;
 template <class T>
-using LifoQueue = BasicQueue<T, internal::LifoStorage<T>>;
+using LifoQueue = BasicQueue<T, internal::SequenceStorage<T, /*kLifo=*/true>>;
 template <class T, class Compare = std::less<T>>
 using PriorityQueue = BasicQueue<T, internal::PriorityStorage<T, Compare>>;
 

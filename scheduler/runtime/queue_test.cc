@@ -10,6 +10,7 @@
 #include "scheduler/runtime/runner.h"
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
+#include "tests/status_matchers.h"
 
 namespace cotask::runtime {
 namespace {
@@ -17,9 +18,7 @@ namespace {
 using ::testing::ElementsAre;
 using namespace std::chrono_literals;
 
-MATCHER_P2(StatusIs, code, message, "") {
-  return arg.code() == code && arg.message() == message;
-}
+using ::cotask::testing::StatusIs;
 
 template <class Q>
 std::vector<int> Drain(Q& queue) {
@@ -82,8 +81,8 @@ Task<void> Put(Queue<int>* q, std::vector<std::string>* log, std::string name, i
 
 Task<int> Get(Queue<int>* q, std::vector<std::string>* log, std::string name) {
   absl::StatusOr<int> v = co_await q->Get();
-  log->push_back(name + (v.ok() ? " got " + std::to_string(*v)
-                                : ": " + std::string(v.status().message())));
+  log->push_back(
+      name + (v.ok() ? " got " + std::to_string(*v) : ": " + std::string(v.status().message())));
   co_return v;
 }
 
@@ -193,9 +192,8 @@ TEST(QueueTest, JoinWaitsUntilEveryItemIsDone) {
     COTASK_CO_RETURN_IF_ERROR(co_await queue.Join());
     EXPECT_TRUE(w.done());
     EXPECT_EQ(queue.unfinished_tasks(), 0);
-    EXPECT_THAT(queue.TaskDone(),
-                StatusIs(absl::StatusCode::kFailedPrecondition,
-                         "TaskDone() called more times than items were put"));
+    EXPECT_THAT(queue.TaskDone(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                           "TaskDone() called more times than items were put"));
     co_return absl::OkStatus();
   };
   ASSERT_TRUE(runner.Run(main()).ok());

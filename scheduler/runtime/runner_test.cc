@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
+#include "tests/status_matchers.h"
 
 namespace cotask::runtime {
 namespace {
@@ -16,9 +17,7 @@ namespace {
 using ::testing::ElementsAre;
 using namespace std::chrono_literals;
 
-MATCHER_P2(StatusIs, code, message, "") {
-  return arg.code() == code && arg.message() == message;
-}
+using ::cotask::testing::StatusIs;
 
 Task<int> Value(int v) { co_return v; }
 

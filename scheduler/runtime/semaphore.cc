@@ -20,8 +20,8 @@ absl::Status Semaphore::Release() {
     return absl::OkStatus();
   }
   if (available_ >= bound_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "Semaphore released too many times: all ", bound_, " permits are already free"));
+    return absl::FailedPreconditionError(absl::StrCat("Semaphore released too many times: all ",
+                                                      bound_, " permits are already free"));
   }
   ++available_;
   return absl::OkStatus();

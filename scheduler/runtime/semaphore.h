@@ -33,7 +33,9 @@ class Semaphore {
   class [[nodiscard]] AcquireAwaiter : public internal::WaitNode {
    public:
     explicit AcquireAwaiter(Semaphore& semaphore) : semaphore_(&semaphore) {}
-    bool await_ready() { return BindAndTakeCancel("Semaphore::Acquire") || semaphore_->TryAcquire(); }
+    bool await_ready() {
+      return BindAndTakeCancel("Semaphore::Acquire") || semaphore_->TryAcquire();
+    }
     void await_suspend(std::coroutine_handle<> at) { SuspendOn(semaphore_->waiters_, at); }
     absl::Status await_resume() { return TakeOutcome(); }
 

@@ -10,6 +10,7 @@
 #include "scheduler/runtime/runner.h"
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
+#include "tests/status_matchers.h"
 
 namespace cotask::runtime {
 namespace {
@@ -17,9 +18,7 @@ namespace {
 using ::testing::ElementsAre;
 using namespace std::chrono_literals;
 
-MATCHER_P2(StatusIs, code, message, "") {
-  return arg.code() == code && arg.message() == message;
-}
+using ::cotask::testing::StatusIs;
 
 TEST(SemaphoreTest, CountsPermitsAndRefusesToReleaseMoreThanItsBound) {
   Runner runner;
@@ -110,7 +109,7 @@ TEST(SemaphoreTest, AWaiterCancelledJustAfterItIsWokenDoesNotSwallowTheWakeUp) {
     TaskHandle<void> a = CreateTask(HoldThenRelease(&sem, &log, "a"));
     TaskHandle<void> b = CreateTask(AcquireLog(&sem, &log, "b"));
     COTASK_CO_RETURN_IF_ERROR(co_await Sleep(1ms));
-    COTASK_CO_RETURN_IF_ERROR(sem.Release());  // wakes a ...
+    COTASK_CO_RETURN_IF_ERROR(sem.Release());       // wakes a ...
     a.Cancel("cancelled right after its wake-up");  // ... which has not run yet
     (void)co_await a;
     COTASK_CO_RETURN_IF_ERROR(co_await b);
@@ -146,6 +145,37 @@ TEST(LockTest, IsExclusiveFairAndRefusesAReleaseWhenNotHeld) {
   };
   ASSERT_TRUE(runner.Run(main()).ok());
   EXPECT_THAT(log, ElementsAre("a in", "a out", "b in", "b out", "c in", "c out"));
+}
+
+Task<void> LockThenRelease(Lock* lock, std::vector<std::string>* log, std::string name) {
+  COTASK_CO_RETURN_IF_ERROR(co_await lock->Acquire());
+  log->push_back(name + " locked");
+  absl::Status s = co_await Sleep(1h);
+  log->push_back(name + ": " + std::string(s.message()));
+  COTASK_CO_RETURN_IF_ERROR(lock->Release());
+  co_return s;
+}
+
+TEST(LockTest, AWaiterCancelledJustAfterItIsWokenDoesNotSwallowTheWakeUp) {
+  Runner runner;
+  Lock lock;
+  std::vector<std::string> log;
+  auto main = [&]() -> Task<void> {
+    COTASK_CO_RETURN_IF_ERROR(co_await lock.Acquire());
+    TaskHandle<void> a = CreateTask(LockThenRelease(&lock, &log, "a"));
+    TaskHandle<void> b = CreateTask(LockThenRelease(&lock, &log, "b"));
+    COTASK_CO_RETURN_IF_ERROR(co_await Sleep(1ms));
+    COTASK_CO_RETURN_IF_ERROR(lock.Release());      // hands the lock to a ...
+    a.Cancel("cancelled right after its wake-up");  // ... which has not run yet
+    (void)co_await a;
+    COTASK_CO_RETURN_IF_ERROR(co_await Sleep(1ms));
+    EXPECT_THAT(log, ElementsAre("a locked", "a: cancelled right after its wake-up", "b locked"));
+    b.Cancel("done");
+    (void)co_await b;
+    EXPECT_FALSE(lock.locked());
+    co_return absl::OkStatus();
+  };
+  ASSERT_TRUE(runner.Run(main()).ok());
 }
 
 TEST(LockTest, ACancelledWaiterNeverGetsTheLock) {

@@ -27,11 +27,11 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "scheduler/runtime/check.h"
 #include "scheduler/runtime/event_loop.h"
 #include "scheduler/runtime/internal/intrusive_list.h"
@@ -165,7 +165,7 @@ class TaskState : public ListNode<LoopTasksTag>, public ListNode<GroupChildrenTa
   IntrusiveList<TaskWaiter> waiters_;
   std::string cancel_message_;
   int cancel_requests_ = 0;
-  uint32_t refs_ = 1;  // one for running, one per handle
+  uint32_t refs_ = 1;               // one for running, one per handle
   bool cancel_pending_ = false;     // requested, not yet handed to an await
   bool cancel_delivering_ = false;  // handed to the await the task is suspended at
   bool started_ = false;

@@ -11,6 +11,7 @@
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
 #include "scheduler/runtime/timeout.h"
+#include "tests/status_matchers.h"
 
 namespace cotask::runtime {
 namespace {
@@ -20,9 +21,7 @@ using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 using namespace std::chrono_literals;
 
-MATCHER_P2(StatusIs, code, message, "") {
-  return arg.code() == code && arg.message() == message;
-}
+using ::cotask::testing::StatusIs;
 
 // A child that sleeps, then returns a value or fails; it logs how it ended.
 Task<int> Child(std::vector<std::string>* log, std::string name, EventLoop::Duration d,
@@ -83,7 +82,7 @@ TEST(TaskGroupTest, FirstFailureCancelsTheSiblingsAndTheBody) {
 
 // A child that ignores its cancellation and fails anyway, a little later.
 Task<int> Stubborn(absl::Status fail) {
-  (void)co_await Sleep(1h);  // only the group's cancellation ends this
+  (void)co_await Sleep(1h);                        // only the group's cancellation ends this
   COTASK_CO_RETURN_IF_ERROR(co_await Sleep(2ms));  // the request was consumed: a plain sleep
   co_return fail;
 }
@@ -93,8 +92,7 @@ TEST(TaskGroupTest, TheErrorListsEveryFailureInTheOrderTheyEnded) {
   std::vector<std::string> log;
   auto main = [&]() -> Task<void> {
     absl::Status s = co_await TaskGroup::Run([&](TaskGroup& group) -> Task<void> {
-      COTASK_CO_RETURN_IF_ERROR(
-          group.CreateTask(Stubborn(absl::NotFoundError("second"))).status());
+      COTASK_CO_RETURN_IF_ERROR(group.CreateTask(Stubborn(absl::NotFoundError("second"))).status());
       COTASK_CO_RETURN_IF_ERROR(
           group.CreateTask(Child(&log, "x", 1ms, absl::InternalError("first"))).status());
       co_return absl::OkStatus();
@@ -243,8 +241,7 @@ TEST(TaskGroupTest, GroupsNestAndAnInnerFailureIsTheOuterOnesChildFailure) {
     EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
     std::vector<absl::Status> outer_errors = TaskGroupErrors(s);
     EXPECT_EQ(outer_errors.size(), 1u);
-    EXPECT_THAT(TaskGroupErrors(outer_errors[0]),
-                ElementsAre(absl::DataLossError("leaf broke")));
+    EXPECT_THAT(TaskGroupErrors(outer_errors[0]), ElementsAre(absl::DataLossError("leaf broke")));
     co_return absl::OkStatus();
   };
   ASSERT_TRUE(runner.Run(main()).ok());
@@ -286,8 +283,7 @@ TEST(TaskGroupTest, AnEmptyGroupEndsAtOnce) {
 TEST(TaskGroupErrorTest, RoundTripsAndIgnoresOtherStatuses) {
   absl::Status e = TaskGroupError({absl::AbortedError("x"), absl::UnknownError("y; z")});
   EXPECT_EQ(e.code(), absl::StatusCode::kAborted);
-  EXPECT_THAT(TaskGroupErrors(e),
-              ElementsAre(absl::AbortedError("x"), absl::UnknownError("y; z")));
+  EXPECT_THAT(TaskGroupErrors(e), ElementsAre(absl::AbortedError("x"), absl::UnknownError("y; z")));
   EXPECT_THAT(TaskGroupErrors(absl::InternalError("plain")), IsEmpty());
   EXPECT_THAT(TaskGroupErrors(absl::OkStatus()), IsEmpty());
 }

@@ -10,6 +10,7 @@
 #include "scheduler/runtime/runner.h"
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
+#include "tests/status_matchers.h"
 
 namespace cotask::runtime {
 namespace {
@@ -17,9 +18,7 @@ namespace {
 using ::testing::ElementsAre;
 using namespace std::chrono_literals;
 
-MATCHER_P2(StatusIs, code, message, "") {
-  return arg.code() == code && arg.message() == message;
-}
+using ::cotask::testing::StatusIs;
 
 Task<int> Add(int a, int b) { co_return a + b; }
 
@@ -71,8 +70,7 @@ TEST(TaskTest, AnErrorIsTheOutcomeAndReachesWhoeverAwaits) {
     EXPECT_FALSE(child.cancelled());
     co_return v;
   };
-  EXPECT_THAT(runner.Run(main()).status(),
-              StatusIs(absl::StatusCode::kNotFound, "no such thing"));
+  EXPECT_THAT(runner.Run(main()).status(), StatusIs(absl::StatusCode::kNotFound, "no such thing"));
 }
 
 Task<int64_t> DeepChain(int depth) {
@@ -151,7 +149,7 @@ TEST(TaskTest, CancelAfterTheAwaitCompletedIsDeliveredAtTheNextAwait) {
   auto main = [&]() -> Task<void> {
     TaskHandle<void> child = CreateTask(WakeThenWork(&event, &log));
     COTASK_CO_RETURN_IF_ERROR(co_await Sleep(0ms));
-    event.Set();         // the child's Wait has completed; it waits for its turn
+    event.Set();           // the child's Wait has completed; it waits for its turn
     child.Cancel("late");  // so the cancellation goes to its next await
     absl::Status s = co_await child;
     EXPECT_THAT(s, StatusIs(absl::StatusCode::kCancelled, "late"));

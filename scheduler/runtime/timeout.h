@@ -29,8 +29,7 @@ decltype(auto) GetAwaiter(A&& a) {
   }
 }
 template <class A>
-using AwaitResultT =
-    std::remove_cvref_t<decltype(GetAwaiter(std::declval<A&&>()).await_resume())>;
+using AwaitResultT = std::remove_cvref_t<decltype(GetAwaiter(std::declval<A&&>()).await_resume())>;
 
 // Cancels the task when the deadline passes; Finish() turns the resulting cancellation into
 // DEADLINE_EXCEEDED and withdraws the request (uncancel), as asyncio.Timeout.__aexit__ does.

@@ -11,6 +11,7 @@
 #include "scheduler/runtime/runner.h"
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
+#include "tests/status_matchers.h"
 
 namespace cotask::runtime {
 namespace {
@@ -18,9 +19,7 @@ namespace {
 using ::testing::ElementsAre;
 using namespace std::chrono_literals;
 
-MATCHER_P2(StatusIs, code, message, "") {
-  return arg.code() == code && arg.message() == message;
-}
+using ::cotask::testing::StatusIs;
 
 Task<int> SleepThen(EventLoop::Duration d, int value, std::vector<std::string>* log) {
   absl::Status s = co_await Sleep(d);
@@ -48,9 +47,8 @@ TEST(TimeoutTest, AnOperationTooSlowIsCancelledAndTheOutcomeIsADeadlineError) {
     auto start = EventLoop::Clock::now();
     absl::StatusOr<int> v = co_await Timeout(10ms, SleepThen(1h, 5, &log));
     EXPECT_GE(EventLoop::Clock::now() - start, 10ms);
-    EXPECT_THAT(v.status(),
-                StatusIs(absl::StatusCode::kDeadlineExceeded, "timed out after 10ms"));
-    EXPECT_EQ(Cancelling(), 0);  // the timeout's own cancellation was withdrawn
+    EXPECT_THAT(v.status(), StatusIs(absl::StatusCode::kDeadlineExceeded, "timed out after 10ms"));
+    EXPECT_EQ(Cancelling(), 0);     // the timeout's own cancellation was withdrawn
     co_return co_await Sleep(1ms);  // and the task goes on normally
   };
   ASSERT_TRUE(runner.Run(main()).ok());

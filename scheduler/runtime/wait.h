@@ -82,7 +82,8 @@ Task<WaitResult<H>> Wait(std::vector<H> tasks, ReturnWhen return_when = ReturnWh
   std::vector<internal::TaskState*> states;
   states.reserve(tasks.size());
   for (const H& task : tasks) states.push_back(task.state());
-  COTASK_CO_RETURN_IF_ERROR(co_await internal::WaitCondition(std::move(states), return_when, timeout));
+  COTASK_CO_RETURN_IF_ERROR(
+      co_await internal::WaitCondition(std::move(states), return_when, timeout));
   WaitResult<H> result;
   for (H& task : tasks) (task.done() ? result.done : result.pending).push_back(std::move(task));
   co_return result;

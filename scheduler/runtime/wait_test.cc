@@ -59,9 +59,9 @@ TEST(WaitTest, FirstCompletedReturnsAsSoonAsOneHasEnded) {
 TEST(WaitTest, FirstExceptionIgnoresSuccessesAndCancellations) {
   Runner runner;
   auto main = []() -> Task<void> {
-    std::vector<TaskHandle<int>> tasks = {
-        CreateTask(After(1ms, 1)), CreateTask(After(1h, 2)),
-        CreateTask(After(5ms, 3, absl::InternalError("x"))), CreateTask(After(1h, 4))};
+    std::vector<TaskHandle<int>> tasks = {CreateTask(After(1ms, 1)), CreateTask(After(1h, 2)),
+                                          CreateTask(After(5ms, 3, absl::InternalError("x"))),
+                                          CreateTask(After(1h, 4))};
     tasks[1].Cancel();
     COTASK_CO_ASSIGN_OR_RETURN(auto r, co_await Wait(tasks, ReturnWhen::kFirstException));
     EXPECT_EQ(r.done.size(), 3u);
