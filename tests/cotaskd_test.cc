@@ -38,7 +38,7 @@ struct Daemon {
 };
 
 absl::StatusOr<Daemon> StartDaemon(std::vector<std::string> args,
-                                   std::vector<std::string> env = {}) {
+                                   const std::vector<std::string>& env = {}) {
   args.insert(args.begin(), COTASKD_PATH);
   auto process = testing::Subprocess::Start(args, env);
   if (!process.ok()) return process.status();

@@ -14,8 +14,6 @@
 
 #include "absl/strings/str_cat.h"
 
-extern char** environ;
-
 namespace cotask::testing {
 
 absl::StatusOr<Subprocess> Subprocess::Start(const std::vector<std::string>& argv,
@@ -26,12 +24,14 @@ absl::StatusOr<Subprocess> Subprocess::Start(const std::vector<std::string>& arg
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
   for (const auto& e : env) env_strings.push_back(e);
   std::vector<char*> envp;
+  envp.reserve(env_strings.size() + 1);
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
   pid_t pid = -1;

@@ -94,6 +94,7 @@ TEST(EventLoopTest, PostFromManyThreadsRunsEachCallbackOnceInPerThreadOrder) {
   std::vector<std::vector<int>> seen(kThreads);  // only touched on the loop thread
   int total = 0;
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {

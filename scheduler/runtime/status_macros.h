@@ -24,9 +24,12 @@
 #define COTASK_CO_ASSIGN_OR_RETURN(lhs, expr) \
   COTASK_CO_ASSIGN_OR_RETURN_IMPL_(COTASK_STATUS_CONCAT_(cotask_statusor_, __LINE__), lhs, expr)
 
+// lhs is a declaration and statusor a generated name: neither can take parentheses.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define COTASK_CO_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)          \
   auto statusor = (expr);                                              \
   if (ABSL_PREDICT_FALSE(!statusor.ok())) co_return statusor.status(); \
   lhs = *std::move(statusor)
+// NOLINTEND(bugprone-macro-parentheses)
 
 #endif  // COTASK_SCHEDULER_RUNTIME_STATUS_MACROS_H_

@@ -64,7 +64,7 @@ class TaskWaiter : public ListNode<> {
  public:
   TaskWaiter() = default;
   // Awaiters are moved only before they are awaited (e.g. into a Timeout's frame).
-  TaskWaiter(TaskWaiter&& other) noexcept : ListNode<>() {
+  TaskWaiter(TaskWaiter&& other) noexcept {
     COTASK_CHECK(!other.linked(), "moving a waiter that is waiting");
   }
   virtual void OnTaskDone(TaskState& task) = 0;

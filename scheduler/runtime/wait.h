@@ -94,12 +94,15 @@ Task<std::vector<ResultOf<T>>> Gather(std::vector<Task<T>> coroutines) {
   std::vector<TaskHandle<T>> tasks;
   tasks.reserve(coroutines.size());
   for (Task<T>& coroutine : coroutines) tasks.push_back(CreateTask(std::move(coroutine)));
+  std::vector<internal::TaskState*> states;
+  states.reserve(tasks.size());
+  for (const auto& task : tasks) states.push_back(task.state());
   std::optional<absl::Status> cancelled;
-  while (!tasks.empty()) {
-    std::vector<internal::TaskState*> states;
-    for (const auto& task : tasks) states.push_back(task.state());
-    absl::Status waited = co_await internal::WaitCondition(std::move(states),
-                                                           ReturnWhen::kAllCompleted, std::nullopt);
+  // An empty list gathers nothing (as asyncio.gather()); otherwise wait until all have ended,
+  // cancelling them all if this task is cancelled meanwhile.
+  while (!states.empty()) {
+    absl::Status waited =
+        co_await internal::WaitCondition(states, ReturnWhen::kAllCompleted, std::nullopt);
     if (waited.ok()) break;
     if (!cancelled.has_value()) cancelled = waited;
     for (const auto& task : tasks) task.Cancel(waited.message());

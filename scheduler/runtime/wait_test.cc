@@ -25,6 +25,7 @@ Task<int> After(EventLoop::Duration d, int value, absl::Status fail = absl::OkSt
 
 std::vector<int> Values(const std::vector<TaskHandle<int>>& tasks) {
   std::vector<int> values;
+  values.reserve(tasks.size());
   for (const auto& t : tasks) values.push_back(t.result().ok() ? *t.result() : -1);
   return values;
 }
@@ -153,6 +154,16 @@ Task<int> Logged(std::vector<std::string>* log, std::string name) {
   absl::Status s = co_await Sleep(1h);
   log->push_back(name + ": " + std::string(s.message()));
   co_return s;
+}
+
+TEST(GatherTest, GatheringNothingReturnsNothing) {
+  Runner runner;
+  auto main = []() -> Task<std::vector<absl::StatusOr<int>>> {
+    co_return co_await Gather(std::vector<Task<int>>{});
+  };
+  auto r = runner.Run(main());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->empty());
 }
 
 TEST(GatherTest, CancellingTheGathererCancelsEveryTaskAndWaitsForThem) {

@@ -17,7 +17,7 @@ class WaitNode : public CancelHook, public ListNode<> {
  public:
   WaitNode() = default;
   // Awaiters are moved only before they are awaited (e.g. into a Timeout's frame).
-  WaitNode(WaitNode&& other) noexcept : ListNode<>() {
+  WaitNode(WaitNode&& other) noexcept {
     COTASK_CHECK(!other.linked(), "moving an awaiter that is waiting");
   }
 
