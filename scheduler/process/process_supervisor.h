@@ -1,0 +1,60 @@
+// ProcessSupervisor: runs subprocesses for coroutines on an EventLoop.
+//
+//   ProcessSupervisor processes(loop);
+//   absl::StatusOr<ExitStatus> exit = co_await processes.Run(spec,
+//       [](OutputStream stream, absl::string_view bytes) { ... });
+//
+// Each process gets its own process group, the environment given and nothing else, descriptors
+// 0-2 only, its rlimits and (optionally) an unprivileged uid; see internal/spawn.h. Its stdout
+// and stderr reach the callback on the loop thread as they come, in order, all of it before
+// Run returns. When the process exits, whatever is left of its process group is killed, so no
+// background child outlives it.
+//
+// Cancelling the task awaiting Run sends SIGTERM to the whole process group and SIGKILL after
+// spec.kill_grace; Run still returns only once the process has been reaped, with CANCELLED.
+//
+// Threads: one helper thread does all blocking work (vfork/exec, reading pipes, reaping with
+// pidfd under epoll) and posts what happens into the loop; the loop thread never blocks.
+// Construct, call Run and destroy on the loop thread. Destroy it only once no Run is pending
+// (e.g. after Runner::Close): the destructor kills and reaps any process still running.
+#ifndef COTASK_SCHEDULER_PROCESS_PROCESS_SUPERVISOR_H_
+#define COTASK_SCHEDULER_PROCESS_PROCESS_SUPERVISOR_H_
+
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "scheduler/process/process_spec.h"
+#include "scheduler/runtime/event_loop.h"
+#include "scheduler/runtime/task.h"
+
+namespace cotask::process {
+
+using OutputCallback = absl::AnyInvocable<void(OutputStream, absl::string_view)>;
+
+class ProcessSupervisor {
+ public:
+  explicit ProcessSupervisor(runtime::EventLoop& loop);
+  ProcessSupervisor(const ProcessSupervisor&) = delete;
+  ProcessSupervisor& operator=(const ProcessSupervisor&) = delete;
+  ~ProcessSupervisor();
+
+  // Runs one process to its end. The outcome is its ExitStatus (whatever the exit code), the
+  // spawn error (see internal::Spawn), or CANCELLED.
+  runtime::Task<ExitStatus> Run(ProcessSpec spec, OutputCallback on_output);
+
+ private:
+  class RunAwaiter;
+  struct LoopSide;
+  class Helper;
+
+  std::shared_ptr<LoopSide> loop_side_;
+  std::unique_ptr<Helper> helper_;
+};
+
+}  // namespace cotask::process
+
+#endif  // COTASK_SCHEDULER_PROCESS_PROCESS_SUPERVISOR_H_
