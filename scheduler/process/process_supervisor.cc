@@ -30,6 +30,9 @@ using Clock = std::chrono::steady_clock;
 // (a descendant that left the group can hold them); then they are closed.
 constexpr auto kLinger = std::chrono::milliseconds(1000);
 constexpr size_t kReadChunk = size_t{64} * 1024;
+// Output read but not yet handed to the callback, per process. Past it the helper stops reading
+// and the child blocks on its full pipe until the loop catches up.
+constexpr size_t kMaxInFlight = size_t{1} << 20;
 
 // epoll data: (run id << 3) | what.
 enum What : uint64_t { kWake = 0, kStdout = 1, kStderr = 2, kStdin = 3, kExit = 4 };
@@ -79,9 +82,7 @@ class ProcessSupervisor::RunAwaiter final : public runtime::internal::CancelHook
   void OnCancel() override;
 
   // From the helper, through the loop.
-  void OnOutput(OutputStream stream, absl::string_view bytes) {
-    if (on_output_) on_output_(stream, bytes);
-  }
+  void OnOutput(OutputStream stream, absl::string_view bytes);
   void OnExit(absl::StatusOr<ExitStatus> result);
 
  private:
@@ -106,12 +107,14 @@ class ProcessSupervisor::Helper {
   void Spawn(uint64_t id, ProcessSpec spec) { Send({Command::kSpawn, id, std::move(spec)}); }
   void Terminate(uint64_t id) { Send({Command::kTerminate, id, {}}); }
   void Abandon(uint64_t id) { Send({Command::kAbandon, id, {}}); }
+  void Consumed(uint64_t id, size_t bytes) { Send({Command::kConsumed, id, {}, bytes}); }
 
  private:
   struct Command {
-    enum Kind { kSpawn, kTerminate, kAbandon, kStop } kind;
+    enum Kind { kSpawn, kTerminate, kAbandon, kConsumed, kStop } kind;
     uint64_t id;
     ProcessSpec spec;
+    size_t bytes = 0;  // kConsumed
   };
   struct Child {
     uint64_t id = 0;
@@ -123,6 +126,8 @@ class ProcessSupervisor::Helper {
     std::optional<Clock::time_point> linger_until;
     bool exited = false;
     bool abandoned = false;  // its Run is gone: reap it, report nothing
+    size_t in_flight = 0;    // posted to the loop, not yet consumed
+    bool paused = false;     // output not watched while in_flight is at the bound
     ExitStatus status;
   };
 
@@ -133,6 +138,7 @@ class ProcessSupervisor::Helper {
   void Watch(int fd, uint32_t events, uint64_t key);
   void CloseFd(int& fd);
   void ReadOutput(Child& child, OutputStream stream);
+  void SetOutputWatched(Child& child, bool watched);
   void WriteInput(Child& child);
   void Reap(Child& child);
   void FinishIfDone(Child& child);
@@ -258,11 +264,18 @@ bool ProcessSupervisor::Helper::TakeCommands() {
       continue;
     }
     auto it = children_.find(command.id);
-    if (it == children_.end() || it->second.exited) continue;
+    if (it == children_.end()) continue;
     Child& child = it->second;
+    if (command.kind == Command::kConsumed) {
+      child.in_flight -= std::min(child.in_flight, command.bytes);
+      if (child.paused && child.in_flight < kMaxInFlight / 2) SetOutputWatched(child, true);
+      continue;
+    }
+    if (child.exited) continue;
     if (command.kind == Command::kAbandon) {
       child.abandoned = true;
       kill(-child.process.pid, SIGKILL);
+      if (child.paused) SetOutputWatched(child, true);  // nobody reads: drain and discard
     } else if (!child.kill_at.has_value()) {
       kill(-child.process.pid, child.kill_grace.count() > 0 ? SIGTERM : SIGKILL);
       child.kill_at = Clock::now() + child.kill_grace;
@@ -294,6 +307,10 @@ void ProcessSupervisor::Helper::StartChild(uint64_t id, ProcessSpec spec) {
 void ProcessSupervisor::Helper::ReadOutput(Child& child, OutputStream stream) {
   int& fd = stream == OutputStream::kStdout ? child.process.stdout_fd : child.process.stderr_fd;
   while (fd >= 0) {
+    if (!child.abandoned && child.in_flight >= kMaxInFlight) {
+      SetOutputWatched(child, false);
+      return;
+    }
     std::string chunk(kReadChunk, '\0');
     ssize_t n = read(fd, chunk.data(), chunk.size());
     if (n < 0 && errno == EINTR) continue;
@@ -304,12 +321,27 @@ void ProcessSupervisor::Helper::ReadOutput(Child& child, OutputStream stream) {
     }
     chunk.resize(static_cast<size_t>(n));
     if (!child.abandoned) {
+      child.in_flight += chunk.size();
       Post(child.id, [stream, chunk = std::move(chunk)](RunAwaiter& run) mutable {
         run.OnOutput(stream, chunk);
       });
     }
   }
   FinishIfDone(child);
+}
+
+void ProcessSupervisor::Helper::SetOutputWatched(Child& child, bool watched) {
+  child.paused = !watched;
+  for (auto [fd, what] :
+       {std::pair{child.process.stdout_fd, kStdout}, std::pair{child.process.stderr_fd, kStderr}}) {
+    if (fd < 0) continue;
+    epoll_event event = {};
+    event.events = watched ? static_cast<uint32_t>(EPOLLIN) : 0U;
+    event.data.u64 = Key(child.id, what);
+    epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &event);
+  }
+  // Waiting for the loop is not lingering: the pipes get their full time once reading resumes.
+  if (watched && child.exited) child.linger_until = Clock::now() + kLinger;
 }
 
 void ProcessSupervisor::Helper::WriteInput(Child& child) {
@@ -359,7 +391,8 @@ void ProcessSupervisor::Helper::Finish(Child& child) {
 int ProcessSupervisor::Helper::NextTimeoutMs() const {
   std::optional<Clock::time_point> next;
   for (const auto& [id, child] : children_) {
-    for (const auto& t : {child.exited ? std::nullopt : child.kill_at, child.linger_until}) {
+    for (const auto& t : {child.exited ? std::nullopt : child.kill_at,
+                          child.paused ? std::nullopt : child.linger_until}) {
       if (t.has_value() && (!next.has_value() || *t < *next)) next = t;
     }
   }
@@ -376,7 +409,9 @@ void ProcessSupervisor::Helper::CheckDeadlines() {
       kill(-child.process.pid, SIGKILL);
       child.kill_at = Clock::time_point::max();
     }
-    if (child.linger_until.has_value() && *child.linger_until <= now) lingered.push_back(id);
+    if (!child.paused && child.linger_until.has_value() && *child.linger_until <= now) {
+      lingered.push_back(id);
+    }
   }
   for (uint64_t id : lingered) {
     Child& child = children_.at(id);
@@ -416,6 +451,11 @@ void ProcessSupervisor::RunAwaiter::await_suspend(std::coroutine_handle<> at) {
   side.runs[id_] = this;
   supervisor_->helper_->Spawn(id_, std::move(spec_));
   task_->Suspend(at, this);
+}
+
+void ProcessSupervisor::RunAwaiter::OnOutput(OutputStream stream, absl::string_view bytes) {
+  if (on_output_) on_output_(stream, bytes);
+  supervisor_->helper_->Consumed(id_, bytes.size());
 }
 
 void ProcessSupervisor::RunAwaiter::OnCancel() {

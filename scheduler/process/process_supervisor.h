@@ -7,8 +7,10 @@
 // Each process gets its own process group, the environment given and nothing else, descriptors
 // 0-2 only, its rlimits and (optionally) an unprivileged uid; see internal/spawn.h. Its stdout
 // and stderr reach the callback on the loop thread as they come, in order, all of it before
-// Run returns. When the process exits, whatever is left of its process group is killed, so no
-// background child outlives it.
+// Run returns. At most 1 MiB per process is read ahead of the callback: past that the child
+// blocks on its full pipe until the loop catches up, so a fast writer cannot fill memory. When the
+// process exits, whatever is left of its process group is killed, so no background child outlives
+// it.
 //
 // Cancelling the task awaiting Run sends SIGTERM to the whole process group and SIGKILL after
 // spec.kill_grace; Run still returns only once the process has been reaped, with CANCELLED.

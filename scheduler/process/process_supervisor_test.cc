@@ -292,6 +292,34 @@ TEST_F(ProcessSupervisorTest, BackgroundChildrenDoNotOutliveTheProcess) {
   std::remove(pid_file.c_str());
 }
 
+TEST_F(ProcessSupervisorTest, ASlowLoopHoldsBackAFastWriter) {
+  const std::string done_file = TempPath("writer-done");
+  std::remove(done_file.c_str());
+  constexpr size_t kTotal = size_t{16} << 20;
+  size_t received = 0;
+  bool writer_finished_while_loop_busy = true;
+  auto main = [&]() -> Task<void> {
+    ProcessSpec spec = Shell(absl::StrCat("head -c ", kTotal, " /dev/zero; touch ", done_file));
+    bool first = true;
+    auto exit = co_await supervisor_.Run(std::move(spec), [&](OutputStream, absl::string_view b) {
+      received += b.size();
+      if (first) {
+        first = false;
+        // The loop is busy: the helper must stop reading at its bound, so the writer blocks
+        // on its full pipe instead of the output piling up in memory.
+        std::this_thread::sleep_for(300ms);
+        writer_finished_while_loop_busy = access(done_file.c_str(), F_OK) == 0;
+      }
+    });
+    co_return exit.status();
+  };
+  ASSERT_TRUE(runner_.Run(main()).ok());
+  EXPECT_FALSE(writer_finished_while_loop_busy);
+  EXPECT_EQ(received, kTotal);  // and nothing was lost
+  EXPECT_EQ(access(done_file.c_str(), F_OK), 0);
+  std::remove(done_file.c_str());
+}
+
 TEST_F(ProcessSupervisorTest, ManyProcessesAtOnce) {
   std::vector<Captured> results(20);
   auto main = [&]() -> Task<void> {
