@@ -64,20 +64,35 @@ void BM_SleepZeroRoundTrip(benchmark::State& state) {
 }
 BENCHMARK(BM_SleepZeroRoundTrip);
 
+// An EventLoop running on its own thread until this is destroyed.
+class LoopOnThread {
+ public:
+  LoopOnThread() : thread_([this] { loop_.Run(); }) {}
+  LoopOnThread(const LoopOnThread&) = delete;
+  LoopOnThread& operator=(const LoopOnThread&) = delete;
+  ~LoopOnThread() {
+    loop_.Post([this] { loop_.Stop(); });
+    thread_.join();
+  }
+  EventLoop& loop() { return loop_; }
+
+ private:
+  EventLoop loop_;
+  std::thread thread_;
+};
+
 // Post from another thread: callbacks per second through the mutex-guarded queue and the
 // one alarm, while the loop runs on its own thread.
 void BM_PostFromAnotherThread(benchmark::State& state) {
-  EventLoop loop;
+  LoopOnThread running;
+  EventLoop& loop = running.loop();
   std::atomic<int64_t> ran{0};
-  std::thread loop_thread([&] { loop.Run(); });
   int64_t posted = 0;
   for (auto _ : state) {
     loop.Post([&ran] { ran.fetch_add(1, std::memory_order_relaxed); });
     ++posted;
   }
   while (ran.load() < posted) std::this_thread::yield();
-  loop.Post([&loop] { loop.Stop(); });
-  loop_thread.join();
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_PostFromAnotherThread)->UseRealTime();
@@ -85,9 +100,9 @@ BENCHMARK(BM_PostFromAnotherThread)->UseRealTime();
 // Post to a loop blocked in its completion queue and wait until the callback has run: the
 // wake-up latency another thread sees.
 void BM_PostRoundTripToABlockedLoop(benchmark::State& state) {
-  EventLoop loop;
+  LoopOnThread running;
+  EventLoop& loop = running.loop();
   std::atomic<int64_t> ran{0};
-  std::thread loop_thread([&] { loop.Run(); });
   int64_t posted = 0;
   for (auto _ : state) {
     loop.Post([&ran] { ran.fetch_add(1, std::memory_order_release); });
@@ -95,8 +110,6 @@ void BM_PostRoundTripToABlockedLoop(benchmark::State& state) {
     while (ran.load(std::memory_order_acquire) < posted) {
     }
   }
-  loop.Post([&loop] { loop.Stop(); });
-  loop_thread.join();
 }
 BENCHMARK(BM_PostRoundTripToABlockedLoop)->UseRealTime();
 
