@@ -414,11 +414,15 @@ void ProcessSupervisor::Helper::CheckDeadlines() {
     }
   }
   for (uint64_t id : lingered) {
-    Child& child = children_.at(id);
-    ReadOutput(child, OutputStream::kStdout);  // what is already there still counts
-    if (children_.count(id) == 0) continue;
-    ReadOutput(child, OutputStream::kStderr);
-    if (children_.count(id) != 0) Finish(child);
+    // What is already in the pipes still counts (reading may finish the child, or pause it at
+    // the in-flight bound); after that, a descendant holding the pipes open is not waited for.
+    for (OutputStream stream : {OutputStream::kStdout, OutputStream::kStderr}) {
+      if (auto it = children_.find(id); it != children_.end()) ReadOutput(it->second, stream);
+    }
+    // Paused: it finishes after the loop has caught up (resuming restarts the linger).
+    if (auto it = children_.find(id); it != children_.end() && !it->second.paused) {
+      Finish(it->second);
+    }
   }
 }
 
