@@ -71,6 +71,14 @@ class WaitCondition final : public CancelHook, private TimerNode {
   bool cancelled_ = false;
 };
 
+template <class H>
+std::vector<TaskState*> StatesOf(const std::vector<H>& tasks) {
+  std::vector<TaskState*> states;
+  states.reserve(tasks.size());
+  for (const H& task : tasks) states.push_back(task.state());
+  return states;
+}
+
 }  // namespace internal
 
 template <class H>
@@ -79,11 +87,8 @@ Task<WaitResult<H>> Wait(std::vector<H> tasks, ReturnWhen return_when = ReturnWh
   if (tasks.empty()) {
     co_return absl::InvalidArgumentError("Wait: tasks is empty; give it at least one task");
   }
-  std::vector<internal::TaskState*> states;
-  states.reserve(tasks.size());
-  for (const H& task : tasks) states.push_back(task.state());
   COTASK_CO_RETURN_IF_ERROR(
-      co_await internal::WaitCondition(std::move(states), return_when, timeout));
+      co_await internal::WaitCondition(internal::StatesOf(tasks), return_when, timeout));
   WaitResult<H> result;
   for (H& task : tasks) (task.done() ? result.done : result.pending).push_back(std::move(task));
   co_return result;
@@ -94,9 +99,7 @@ Task<std::vector<ResultOf<T>>> Gather(std::vector<Task<T>> coroutines) {
   std::vector<TaskHandle<T>> tasks;
   tasks.reserve(coroutines.size());
   for (Task<T>& coroutine : coroutines) tasks.push_back(CreateTask(std::move(coroutine)));
-  std::vector<internal::TaskState*> states;
-  states.reserve(tasks.size());
-  for (const auto& task : tasks) states.push_back(task.state());
+  const std::vector<internal::TaskState*> states = internal::StatesOf(tasks);
   std::optional<absl::Status> cancelled;
   // An empty list gathers nothing (as asyncio.gather()); otherwise wait until all have ended,
   // cancelling them all if this task is cancelled meanwhile.
