@@ -5,15 +5,19 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "gmock/gmock.h"
 
 namespace cotask::testing {
 
-// StatusIs(code, message): the exact code and the exact message.
-MATCHER_P2(StatusIs, code, message,
-           std::string(negation ? "isn't " : "is ") + absl::StatusCodeToString(code) + ": " +
-               std::string(message)) {
-  return arg.code() == code && arg.message() == message;
+// StatusIs(code, message): the exact code, and a message that is `message` (a string) or
+// matches it (a matcher such as HasSubstr).
+template <class MessageMatcher>
+::testing::Matcher<const absl::Status&> StatusIs(absl::StatusCode code, MessageMatcher message) {
+  return ::testing::AllOf(
+      ::testing::Property("code", &absl::Status::code, code),
+      ::testing::ResultOf([](const absl::Status& s) { return std::string(s.message()); },
+                          ::testing::MatcherCast<std::string>(message)));
 }
 
 }  // namespace cotask::testing

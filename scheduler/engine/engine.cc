@@ -1,0 +1,1012 @@
+#include "scheduler/engine/engine.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/time_util.h"
+#include "scheduler/engine/errors.h"
+#include "scheduler/engine/validation.h"
+#include "scheduler/process/process_supervisor.h"
+#include "scheduler/runtime/check.h"
+#include "scheduler/runtime/sleep.h"
+#include "scheduler/runtime/status_macros.h"
+#include "scheduler/runtime/timeout.h"
+
+namespace cotask::engine {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+constexpr size_t kMaxGroupNameBytes = 128;
+constexpr size_t kMaxIdBytes = 128;
+
+bool IsTerminal(v1::Task::State state) {
+  return state == v1::Task::SUCCEEDED || state == v1::Task::FAILED ||
+         state == v1::Task::CANCELLED || state == v1::Task::TIMED_OUT;
+}
+
+bool IsTerminal(v1::Group::State state) {
+  return state == v1::Group::SUCCEEDED || state == v1::Group::FAILED ||
+         state == v1::Group::CANCELLED || state == v1::Group::TIMED_OUT;
+}
+
+google::protobuf::Timestamp Now() { return TimeUtil::GetCurrentTime(); }
+
+bool LabelsMatch(const google::protobuf::Map<std::string, std::string>& have,
+                 const google::protobuf::Map<std::string, std::string>& want) {
+  for (const auto& [key, value] : want) {
+    auto it = have.find(key);
+    if (it == have.end() || it->second != value) return false;
+  }
+  return true;
+}
+
+absl::Status ValidateName(const std::string& name, const char* field) {
+  if (name.empty()) return InvalidField(field, "required");
+  if (name.size() > kMaxGroupNameBytes) {
+    return InvalidField(field, absl::StrCat(name.size(), " bytes, more than the limit"),
+                        absl::StrCat(kMaxGroupNameBytes, " bytes"));
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' &&
+        c != '-') {
+      return InvalidField(field, "a group name may only have [A-Za-z0-9._-]");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLookupKey(const std::string& key, const char* field) {
+  if (key.empty()) return InvalidField(field, "required");
+  return ValidateBytes(key.size(), field, kMaxIdBytes);
+}
+
+bool IsEnvName(const std::string& name) {
+  if (name.empty() || absl::ascii_isdigit(static_cast<unsigned char>(name[0]))) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_';
+  });
+}
+
+std::string GroupFailureMessage(const std::string& name,
+                                const google::protobuf::RepeatedPtrField<v1::ChildFailure>& all) {
+  std::vector<std::string> parts;
+  for (const v1::ChildFailure& f : all) {
+    parts.push_back(absl::StrCat(f.has_group() ? "group " : "task ",
+                                 f.has_group() ? f.group() : f.task(), " ",
+                                 v1::Task::State_Name(f.state()), ": ", f.error().message()));
+  }
+  return absl::StrCat("group ", name, ": ", all.size(), all.size() == 1 ? " failure" : " failures",
+                      " (", absl::StrJoin(parts, "; "), ")");
+}
+
+}  // namespace
+
+struct Engine::TaskRecord {
+  explicit TaskRecord(size_t max_log_bytes) : log(max_log_bytes) {}
+
+  v1::Task task;
+  EventLog log;
+  GroupRecord* group = nullptr;
+  runtime::TaskRef life;  // the coroutine; set until the task has ended
+  bool started = false;
+  std::string output_tail;  // exec: the last bytes of stdout and stderr
+  bool output_truncated = false;
+};
+
+struct Engine::GroupRecord {
+  explicit GroupRecord(size_t max_log_bytes) : log(max_log_bytes) {}
+
+  v1::Group group;
+  EventLog log;
+  GroupRecord* parent = nullptr;
+  std::vector<std::string> task_ids;     // every child task, in creation order
+  std::vector<std::string> group_names;  // every child group
+  absl::flat_hash_set<TaskRecord*> active_tasks;
+  absl::flat_hash_set<GroupRecord*> active_groups;
+  runtime::TimerHandle deadline_timer;
+  bool aborted = false;    // a child failed: the rest were cancelled
+  bool cancelled = false;  // CancelGroup, or its parent's cancellation
+  bool timed_out = false;
+};
+
+Engine::Engine(runtime::EventLoop& loop, process::ProcessSupervisor& processes,
+               EngineOptions options)
+    : loop_(loop), processes_(processes), options_(std::move(options)) {
+  idle_.Set();
+}
+
+Engine::~Engine() = default;
+
+// ---------------------------------------------------------------------------------------------
+// Creating tasks
+
+absl::Status Engine::CheckGroupAccepts(const std::string& name, const char* field) const {
+  auto it = groups_.find(name);
+  if (it == groups_.end()) {
+    return InvalidField(field, absl::StrCat("no group named \"", absl::CHexEscape(name), "\""));
+  }
+  const v1::Group& group = it->second->group;
+  if (group.state() == v1::Group::OPEN) return absl::OkStatus();
+  std::string why = it->second->aborted     ? "a child failed"
+                    : it->second->cancelled ? "it was cancelled"
+                    : it->second->timed_out ? "its deadline passed"
+                                            : "it was closed";
+  return Error(absl::StatusCode::kFailedPrecondition, "GROUP_NOT_OPEN",
+               absl::StrCat("group ", name, " takes no new tasks: ", why, " (state ",
+                            v1::Group::State_Name(group.state()), ")"),
+               {{"group", name}, {"state", v1::Group::State_Name(group.state())}});
+}
+
+absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const {
+  const v1::TaskSpec& spec = request.spec();
+  switch (spec.kind_case()) {
+    case v1::TaskSpec::KIND_NOT_SET:
+      return InvalidField("spec", "required: one of sleep, exec");
+    case v1::TaskSpec::kSleep: {
+      const v1::SleepTask& sleep = spec.sleep();
+      COTASK_RETURN_IF_ERROR(
+          ValidateDuration(sleep.duration(), "spec.sleep.duration", options_.max_duration)
+              .status());
+      COTASK_RETURN_IF_ERROR(
+          ValidateBytes(sleep.result().size(), "spec.sleep.result", options_.max_payload_bytes));
+      if (sleep.has_error()) {
+        if (sleep.error().code() <= 0 || sleep.error().code() > 16) {
+          return InvalidField("spec.sleep.error.code", "must be a google.rpc.Code from 1 to 16",
+                              "1..16");
+        }
+        COTASK_RETURN_IF_ERROR(ValidateBytes(sleep.error().ByteSizeLong(),
+                                                    "spec.sleep.error",
+                                                    options_.max_payload_bytes));
+      }
+      break;
+    }
+    case v1::TaskSpec::kExec: {
+      const v1::ExecTask& exec = spec.exec();
+      if (exec.argv().empty()) return InvalidField("spec.exec.argv", "required: the program");
+      if (exec.argv_size() > static_cast<int>(options_.max_exec_args)) {
+        return InvalidField("spec.exec.argv",
+                            absl::StrCat(exec.argv_size(), " arguments, more than the limit"),
+                            absl::StrCat(options_.max_exec_args));
+      }
+      size_t bytes = exec.cwd().size();
+      for (int i = 0; i < exec.argv_size(); ++i) {
+        if (absl::StrContains(exec.argv(i), '\0')) {
+          return InvalidField(absl::StrCat("spec.exec.argv[", i, "]"), "contains a NUL byte");
+        }
+        bytes += exec.argv(i).size() + 1;
+      }
+      if (exec.env_size() > static_cast<int>(options_.max_exec_env)) {
+        return InvalidField("spec.exec.env",
+                            absl::StrCat(exec.env_size(), " variables, more than the limit"),
+                            absl::StrCat(options_.max_exec_env));
+      }
+      for (const auto& [name, value] : exec.env()) {
+        if (!IsEnvName(name) || name == "PATH") {
+          return InvalidField(absl::StrCat("spec.exec.env[\"", absl::CHexEscape(name), "\"]"),
+                              name == "PATH" ? "PATH is set by the server (--exec_path)"
+                                             : "not a variable name ([A-Za-z_][A-Za-z0-9_]*)");
+        }
+        if (absl::StrContains(value, '\0')) {
+          return InvalidField(absl::StrCat("spec.exec.env[\"", name, "\"]"),
+                              "contains a NUL byte");
+        }
+        bytes += name.size() + value.size() + 2;
+      }
+      COTASK_RETURN_IF_ERROR(ValidateBytes(bytes, "spec.exec", options_.max_exec_bytes));
+      if (!exec.cwd().empty() && (exec.cwd()[0] != '/' || absl::StrContains(exec.cwd(), '\0'))) {
+        return InvalidField("spec.exec.cwd", "must be an absolute path");
+      }
+      COTASK_RETURN_IF_ERROR(
+          ValidateBytes(exec.stdin().size(), "spec.exec.stdin", options_.max_payload_bytes));
+      if (exec.has_kill_grace()) {
+        COTASK_RETURN_IF_ERROR(
+            ValidateDuration(exec.kill_grace(), "spec.exec.kill_grace", absl::Hours(1))
+                .status());
+      }
+      const std::string& program = exec.argv(0);
+      if (program.empty() || program[0] != '/') {
+        return InvalidField("spec.exec.argv[0]", "must be an absolute path (nothing is looked "
+                                                 "up in PATH)");
+      }
+      if (options_.exec_allow.empty()) {
+        return Error(absl::StatusCode::kFailedPrecondition, "EXEC_DISABLED",
+                     "exec tasks are disabled on this server: start cotaskd with "
+                     "--exec_allow=/path/to/program[,...] (or COTASK_EXEC_ALLOW) to allow them");
+      }
+      if (std::find(options_.exec_allow.begin(), options_.exec_allow.end(), program) ==
+          options_.exec_allow.end()) {
+        return Error(absl::StatusCode::kPermissionDenied, "EXEC_NOT_ALLOWED",
+                     absl::StrCat("spec.exec.argv[0]: ", program,
+                                  " is not on the server's --exec_allow list"),
+                     {{"field", "spec.exec.argv[0]"}});
+      }
+      break;
+    }
+  }
+  if (request.options().has_timeout()) {
+    COTASK_RETURN_IF_ERROR(
+        ValidateDuration(request.options().timeout(), "options.timeout", options_.max_duration)
+            .status());
+  }
+  COTASK_RETURN_IF_ERROR(ValidateLabels(
+      request.labels(), "labels",
+      {options_.max_labels, options_.max_label_key_bytes, options_.max_label_value_bytes}));
+  COTASK_RETURN_IF_ERROR(
+      ValidateBytes(request.request_id().size(), "request_id", options_.max_request_id_bytes));
+  if (!request.group().empty()) {
+    COTASK_RETURN_IF_ERROR(CheckGroupAccepts(request.group(), "group"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Task> Engine::CreateTask(const v1::CreateTaskRequest& request) {
+  v1::CreateTasksRequest batch;
+  *batch.add_requests() = request;
+  COTASK_ASSIGN_OR_RETURN(v1::CreateTasksResponse created,
+                          CreateBatch(batch, /*name_items=*/false));
+  return std::move(*created.mutable_tasks(0));
+}
+
+absl::StatusOr<v1::CreateTasksResponse> Engine::CreateTasks(
+    const v1::CreateTasksRequest& request) {
+  return CreateBatch(request, /*name_items=*/true);
+}
+
+absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(const v1::CreateTasksRequest& request,
+                                                            bool name_items) {
+  if (draining_) {
+    return Error(absl::StatusCode::kUnavailable, "DRAINING",
+                 "the server is shutting down and takes no new tasks");
+  }
+  if (request.requests_size() > static_cast<int>(options_.max_batch_size)) {
+    return InvalidField("requests",
+                        absl::StrCat(request.requests_size(), " tasks, more than the limit"),
+                        absl::StrCat(options_.max_batch_size, " tasks"));
+  }
+  // Validate everything first: a batch is created whole or not at all.
+  size_t new_tasks = 0;
+  absl::flat_hash_set<std::string> batch_request_ids;
+  for (int i = 0; i < request.requests_size(); ++i) {
+    const v1::CreateTaskRequest& one = request.requests(i);
+    const std::string& request_id = one.request_id();
+    if (!request_id.empty() &&
+        (task_requests_.contains(request_id) || !batch_request_ids.insert(request_id).second)) {
+      continue;  // an earlier create (or an earlier item) made this task
+    }
+    if (absl::Status status = ValidateCreate(one); !status.ok()) {
+      return !name_items ? status : PrefixField(status, absl::StrCat("requests[", i, "]."));
+    }
+    ++new_tasks;
+  }
+  if (pending_tasks_ + new_tasks > options_.max_pending_tasks) {
+    return Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_PENDING_TASKS",
+                 absl::StrCat("the server has ", pending_tasks_, " tasks that have not ended; ",
+                              new_tasks, " more would pass --max_pending_tasks=",
+                              options_.max_pending_tasks),
+                 {{"bound", absl::StrCat(options_.max_pending_tasks)}});
+  }
+  v1::CreateTasksResponse response;
+  for (const v1::CreateTaskRequest& one : request.requests()) {
+    if (!one.request_id().empty()) {
+      if (auto it = task_requests_.find(one.request_id()); it != task_requests_.end()) {
+        if (auto task = tasks_.find(it->second); task != tasks_.end()) {
+          *response.add_tasks() = task->second->task;
+          continue;
+        }
+      }
+    }
+    *response.add_tasks() = AddTask(one).task;
+  }
+  ForgetFinished();
+  return response;
+}
+
+std::string Engine::NewTaskId() {
+  // Microseconds since the epoch, strictly increasing: ids are unique and sort by creation.
+  last_id_micros_ = std::max(absl::ToUnixMicros(absl::Now()), last_id_micros_ + 1);
+  return absl::StrFormat("t%014x", last_id_micros_);
+}
+
+Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
+  auto owned = std::make_unique<TaskRecord>(options_.max_log_bytes);
+  TaskRecord& record = *owned;
+  v1::Task& task = record.task;
+  task.set_id(NewTaskId());
+  task.set_group(request.group());
+  *task.mutable_labels() = request.labels();
+  *task.mutable_spec() = request.spec();
+  *task.mutable_options() = request.options();
+  task.set_attempt(1);
+  task.set_request_id(request.request_id());
+  *task.mutable_create_time() = Now();
+  tasks_.emplace(task.id(), std::move(owned));
+  if (!request.request_id().empty()) task_requests_[request.request_id()] = task.id();
+  ++pending_tasks_;
+  idle_.Clear();
+  if (!request.group().empty()) {
+    GroupRecord& group = *groups_.at(request.group());
+    record.group = &group;
+    group.task_ids.push_back(task.id());
+    group.active_tasks.insert(&record);
+    group.group.set_children(group.group.children() + 1);
+    group.group.set_active_children(group.group.active_children() + 1);
+  }
+  Transition(record, v1::Task::PENDING);
+  record.life = loop_.CreateTask(Life(&record));
+  return record;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A task's life
+
+runtime::Task<void> Engine::Life(TaskRecord* task) {
+  task->started = true;
+  // Nothing to wait for yet (dependencies, start times and permits come with later issues).
+  Transition(*task, v1::Task::QUEUED);
+  Transition(*task, v1::Task::RUNNING);
+  const v1::TaskOptions& options = task->task.options();
+  absl::Duration timeout = absl::ZeroDuration();
+  if (options.has_timeout()) {
+    timeout = absl::Seconds(options.timeout().seconds()) +
+              absl::Nanoseconds(options.timeout().nanos());
+  }
+  // (Not a conditional expression: GCC 12 mishandles co_await inside ?:.)
+  runtime::ResultOf<Outcome> outcome = absl::InternalError("not run");
+  if (timeout > absl::ZeroDuration()) {
+    outcome = co_await runtime::Timeout(ToChrono(timeout), Execute(task));
+  } else {
+    outcome = co_await Execute(task);
+  }
+  if (outcome.ok()) {
+    if (outcome->status.ok()) {
+      Transition(*task, v1::Task::SUCCEEDED);
+    } else {
+      Transition(*task, v1::Task::FAILED, outcome->status);
+    }
+  } else if (absl::IsDeadlineExceeded(outcome.status())) {
+    Transition(*task, v1::Task::TIMED_OUT,
+               Error(absl::StatusCode::kDeadlineExceeded, "TIMED_OUT",
+                     absl::StrCat("the task ran longer than its timeout of ",
+                                  absl::FormatDuration(timeout))));
+  } else if (absl::IsCancelled(outcome.status())) {
+    Transition(*task, v1::Task::CANCELLED,
+               Error(absl::StatusCode::kCancelled, "CANCELLED",
+                     absl::StrCat("cancelled: ", task->task.cancel_message())));
+  } else {
+    Transition(*task, v1::Task::FAILED, outcome.status());
+  }
+  co_return absl::OkStatus();
+}
+
+runtime::Task<Engine::Outcome> Engine::Execute(TaskRecord* task) {
+  if (task->task.spec().has_exec()) return RunExec(task);
+  return RunSleep(task);
+}
+
+runtime::Task<Engine::Outcome> Engine::RunSleep(TaskRecord* task) {
+  const v1::SleepTask& sleep = task->task.spec().sleep();
+  const absl::Duration duration =
+      absl::Seconds(sleep.duration().seconds()) + absl::Nanoseconds(sleep.duration().nanos());
+  COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(ToChrono(duration)));
+  if (sleep.has_error()) co_return Outcome{FromRpcStatus(sleep.error())};
+  task->task.mutable_result()->set_output(sleep.result());
+  co_return Outcome{absl::OkStatus()};
+}
+
+void Engine::AppendOutput(TaskRecord& task, process::OutputStream stream,
+                          absl::string_view bytes) {
+  v1::Event event;
+  event.set_task(task.task.id());
+  *event.mutable_time() = Now();
+  event.mutable_output()->set_stream(stream == process::OutputStream::kStdout
+                                         ? v1::Output::STDOUT
+                                         : v1::Output::STDERR);
+  event.mutable_output()->set_data(std::string(bytes));
+  NoteLogDrop(task.log.Append(std::move(event)));
+  // The tail kept for the result: trimmed in amortized O(1) by letting it grow to twice.
+  const size_t keep = options_.exec_output_tail_bytes;
+  task.output_tail.append(bytes.data(), bytes.size());
+  if (task.output_tail.size() > 2 * keep) {
+    task.output_tail.erase(0, task.output_tail.size() - keep);
+    task.output_truncated = true;
+  }
+}
+
+runtime::Task<Engine::Outcome> Engine::RunExec(TaskRecord* task) {
+  const v1::ExecTask& exec = task->task.spec().exec();
+  process::ProcessSpec spec;
+  spec.argv.assign(exec.argv().begin(), exec.argv().end());
+  spec.env.push_back(absl::StrCat("PATH=", options_.exec_path));
+  std::vector<std::string> env;
+  for (const auto& [name, value] : exec.env()) env.push_back(absl::StrCat(name, "=", value));
+  std::sort(env.begin(), env.end());  // map order is unspecified; the child sees a stable one
+  spec.env.insert(spec.env.end(), env.begin(), env.end());
+  spec.cwd = exec.cwd();
+  spec.stdin_bytes = exec.stdin();
+  spec.limits.open_files = 1024;
+  spec.run_as = options_.exec_run_as;
+  spec.kill_grace = options_.exec_kill_grace;
+  if (exec.has_kill_grace()) {
+    spec.kill_grace = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::seconds(exec.kill_grace().seconds()) +
+        std::chrono::nanoseconds(exec.kill_grace().nanos()));
+  }
+  absl::StatusOr<process::ExitStatus> exit = co_await processes_.Run(
+      std::move(spec), [this, task](process::OutputStream stream, absl::string_view bytes) {
+        AppendOutput(*task, stream, bytes);
+      });
+  v1::TaskResult& result = *task->task.mutable_result();
+  const size_t keep = options_.exec_output_tail_bytes;
+  if (task->output_tail.size() > keep) {
+    task->output_tail.erase(0, task->output_tail.size() - keep);
+    task->output_truncated = true;
+  }
+  result.set_output(task->output_tail);
+  result.set_output_truncated(task->output_truncated);
+  if (!exit.ok()) {
+    if (absl::IsCancelled(exit.status())) co_return exit.status();
+    co_return Outcome{exit.status()};  // it could not be started
+  }
+  result.set_exit_code(exit->exit_code);
+  result.set_signal(exit->signal);
+  if (exit->success()) co_return Outcome{absl::OkStatus()};
+  if (exit->signaled) {
+    co_return Outcome{Error(absl::StatusCode::kUnknown, "PROCESS_KILLED",
+                            absl::StrCat(exec.argv(0), " was killed by signal ", exit->signal),
+                            {{"signal", absl::StrCat(exit->signal)}})};
+  }
+  co_return Outcome{Error(absl::StatusCode::kUnknown, "PROCESS_FAILED",
+                          absl::StrCat(exec.argv(0), " exited with code ", exit->exit_code),
+                          {{"exit_code", absl::StrCat(exit->exit_code)}})};
+}
+
+void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Status& error) {
+  v1::Task& task = record.task;
+  COTASK_CHECK(!IsTerminal(task.state()), "a terminal task state changed");
+  task.set_state(to);
+  const google::protobuf::Timestamp now = Now();
+  if (to == v1::Task::RUNNING) *task.mutable_start_time() = now;
+  const bool terminal = IsTerminal(to);
+  if (terminal) {
+    *task.mutable_end_time() = now;
+    if (!error.ok()) *task.mutable_error() = ToRpcStatus(error);
+    if (to != v1::Task::SUCCEEDED && !task.spec().has_exec()) task.clear_result();
+  }
+
+  v1::Event event;
+  event.set_task(task.id());
+  event.set_group(task.group());
+  *event.mutable_time() = now;
+  v1::TaskStateChange& change = *event.mutable_task_state();
+  change.set_state(to);
+  change.set_attempt(task.attempt());
+  if (terminal) {
+    if (task.has_result()) *change.mutable_result() = task.result();
+    if (task.has_error()) *change.mutable_error() = task.error();
+  }
+  if (record.group != nullptr && (to == v1::Task::PENDING || terminal)) {
+    // The group's log tells of its children's arrivals and endings (not their results or
+    // output, which stay in the children's own logs).
+    v1::Event summary = event;
+    summary.mutable_task_state()->clear_result();
+    NoteLogDrop(record.group->log.Append(std::move(summary)));
+  }
+  NoteLogDrop(record.log.Append(std::move(event), terminal));
+  if (!terminal) return;
+
+  record.life = runtime::TaskRef();
+  --pending_tasks_;
+  finished_tasks_.push_back(task.id());
+  if (GroupRecord* group = record.group) {
+    group->active_tasks.erase(&record);
+    if (to == v1::Task::FAILED || to == v1::Task::TIMED_OUT) {
+      v1::ChildFailure failure;
+      failure.set_task(task.id());
+      failure.set_state(to);
+      *failure.mutable_error() = task.error();
+      ChildEnded(*group, &failure);
+    } else {
+      ChildEnded(*group, nullptr);
+    }
+  }
+  SignalIfIdle();
+}
+
+bool Engine::CancelTaskRecord(TaskRecord& record, const std::string& message) {
+  if (IsTerminal(record.task.state())) return false;
+  if (record.task.cancel_message().empty()) record.task.set_cancel_message(message);
+  if (!record.started) {
+    // Cancelled before its coroutine began: it never runs (asyncio), and it ends here.
+    record.life.Cancel(message);
+    Transition(record, v1::Task::CANCELLED,
+               Error(absl::StatusCode::kCancelled, "CANCELLED",
+                     absl::StrCat("cancelled: ", record.task.cancel_message())));
+    return true;
+  }
+  record.life.Cancel(message);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and cancelling tasks
+
+absl::StatusOr<Engine::TaskRecord*> Engine::FindTask(const std::string& id,
+                                                     const char* field) const {
+  COTASK_RETURN_IF_ERROR(ValidateLookupKey(id, field));
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) {
+    return Error(absl::StatusCode::kNotFound, "TASK_NOT_FOUND",
+                 absl::StrCat("no task ", absl::CHexEscape(id),
+                              " (never created, or ended long enough ago to be forgotten)"),
+                 {{"task", id}});
+  }
+  return it->second.get();
+}
+
+absl::StatusOr<v1::Task> Engine::GetTask(const v1::GetTaskRequest& request) const {
+  COTASK_ASSIGN_OR_RETURN(TaskRecord * record, FindTask(request.id(), "id"));
+  return record->task;
+}
+
+absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(
+    const v1::ListTasksRequest& request) const {
+  COTASK_ASSIGN_OR_RETURN(int page_size,
+                                 PageSize(request.page_size(), kDefaultPageSize, kMaxPageSize));
+  if (!v1::Task::State_IsValid(request.state())) {
+    return InvalidField("state", absl::StrCat("unknown value ", request.state()));
+  }
+  COTASK_RETURN_IF_ERROR(ValidateLabels(
+      request.labels(), "labels",
+      {options_.max_labels, options_.max_label_key_bytes, options_.max_label_value_bytes}));
+  v1::ListTasksRequest query = request;
+  query.clear_page_size();
+  query.clear_page_token();
+  std::string after;
+  if (!request.page_token().empty()) {
+    COTASK_ASSIGN_OR_RETURN(after, DecodePageToken(query, request.page_token()));
+  }
+  v1::ListTasksResponse response;
+  auto matches = [&](const TaskRecord& record) {
+    return (request.state() == v1::Task::STATE_UNSPECIFIED ||
+            record.task.state() == request.state()) &&
+           LabelsMatch(record.task.labels(), request.labels());
+  };
+  std::string last;
+  bool more = false;
+  auto visit = [&](const TaskRecord& record) {
+    if (!matches(record)) return true;
+    if (response.tasks_size() == page_size) {
+      more = true;
+      return false;
+    }
+    *response.add_tasks() = record.task;
+    last = record.task.id();
+    return true;
+  };
+  if (!request.group().empty()) {
+    auto group = groups_.find(request.group());
+    if (group != groups_.end()) {
+      const std::vector<std::string>& ids = group->second->task_ids;
+      for (auto it = std::upper_bound(ids.begin(), ids.end(), after); it != ids.end(); ++it) {
+        auto task = tasks_.find(*it);
+        if (task == tasks_.end()) continue;  // forgotten
+        if (!visit(*task->second)) break;
+      }
+    }
+  } else {
+    for (auto it = tasks_.upper_bound(after); it != tasks_.end(); ++it) {
+      if (!visit(*it->second)) break;
+    }
+  }
+  if (more) response.set_next_page_token(EncodePageToken(query, last));
+  return response;
+}
+
+absl::StatusOr<v1::CancelTaskResponse> Engine::CancelTask(const v1::CancelTaskRequest& request) {
+  COTASK_ASSIGN_OR_RETURN(TaskRecord * record, FindTask(request.id(), "id"));
+  COTASK_RETURN_IF_ERROR(
+      ValidateBytes(request.message().size(), "message", options_.max_payload_bytes));
+  v1::CancelTaskResponse response;
+  response.set_cancelled(CancelTaskRecord(
+      *record, request.message().empty() ? "CancelTask" : request.message()));
+  *response.mutable_task() = record->task;
+  return response;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups
+
+absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& request) {
+  if (draining_) {
+    return Error(absl::StatusCode::kUnavailable, "DRAINING",
+                 "the server is shutting down and takes no new groups");
+  }
+  COTASK_RETURN_IF_ERROR(
+      ValidateBytes(request.request_id().size(), "request_id", options_.max_request_id_bytes));
+  if (!request.request_id().empty()) {
+    if (auto it = group_requests_.find(request.request_id()); it != group_requests_.end()) {
+      if (auto group = groups_.find(it->second); group != groups_.end()) {
+        return group->second->group;
+      }
+    }
+  }
+  COTASK_RETURN_IF_ERROR(ValidateName(request.name(), "name"));
+  if (!v1::Group::Policy_IsValid(request.policy())) {
+    return InvalidField("policy", absl::StrCat("unknown value ", request.policy()));
+  }
+  COTASK_RETURN_IF_ERROR(ValidateLabels(
+      request.labels(), "labels",
+      {options_.max_labels, options_.max_label_key_bytes, options_.max_label_value_bytes}));
+  if (request.has_deadline() && request.has_timeout()) {
+    return InvalidField("timeout", "give a deadline or a timeout, not both");
+  }
+  std::optional<absl::Time> deadline;
+  const absl::Time now = absl::Now();
+  if (request.has_timeout()) {
+    COTASK_ASSIGN_OR_RETURN(
+        absl::Duration timeout,
+        ValidateDuration(request.timeout(), "timeout", options_.max_duration));
+    deadline = now + timeout;
+  }
+  if (request.has_deadline()) {
+    const google::protobuf::Timestamp& at = request.deadline();
+    if (at.seconds() < TimeUtil::kTimestampMinSeconds ||
+        at.seconds() > TimeUtil::kTimestampMaxSeconds || at.nanos() < 0 ||
+        at.nanos() >= 1'000'000'000) {
+      return InvalidField("deadline", "not a valid google.protobuf.Timestamp");
+    }
+    const absl::Time when = absl::FromUnixSeconds(at.seconds()) + absl::Nanoseconds(at.nanos());
+    if (when - now > options_.max_duration) {
+      return InvalidField("deadline", "further away than the limit",
+                          absl::FormatDuration(options_.max_duration));
+    }
+    deadline = when;
+  }
+  if (groups_.contains(request.name())) {
+    return Error(absl::StatusCode::kAlreadyExists, "GROUP_EXISTS",
+                 absl::StrCat("a group named ", request.name(), " exists already"),
+                 {{"group", request.name()}});
+  }
+  GroupRecord* parent = nullptr;
+  if (!request.parent().empty()) {
+    COTASK_RETURN_IF_ERROR(CheckGroupAccepts(request.parent(), "parent"));
+    parent = groups_.at(request.parent()).get();
+  }
+  if (active_groups_ >= options_.max_active_groups) {
+    return Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_GROUPS",
+                 absl::StrCat("the server has ", active_groups_,
+                              " groups that have not ended (--max_active_groups)"),
+                 {{"bound", absl::StrCat(options_.max_active_groups)}});
+  }
+
+  auto owned = std::make_unique<GroupRecord>(options_.max_log_bytes);
+  GroupRecord& record = *owned;
+  v1::Group& group = record.group;
+  group.set_name(request.name());
+  group.set_parent(request.parent());
+  group.set_policy(request.policy());
+  *group.mutable_labels() = request.labels();
+  group.set_request_id(request.request_id());
+  *group.mutable_create_time() = Now();
+  if (deadline.has_value()) {
+    *group.mutable_deadline() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(*deadline));
+  }
+  record.parent = parent;
+  groups_.emplace(request.name(), std::move(owned));
+  if (!request.request_id().empty()) group_requests_[request.request_id()] = request.name();
+  ++active_groups_;
+  if (parent != nullptr) {
+    parent->active_groups.insert(&record);
+    parent->group_names.push_back(request.name());
+    parent->group.set_children(parent->group.children() + 1);
+    parent->group.set_active_children(parent->group.active_children() + 1);
+  }
+  TransitionGroup(record, v1::Group::OPEN);
+  if (deadline.has_value()) {
+    const auto delay = ToChrono(std::max(*deadline - absl::Now(), absl::ZeroDuration()));
+    record.deadline_timer =
+        loop_.CallLater(delay, [this, name = request.name()] { GroupDeadline(name); });
+  }
+  ForgetFinished();
+  return group;
+}
+
+absl::StatusOr<Engine::GroupRecord*> Engine::FindGroup(const std::string& name,
+                                                       const char* field) const {
+  COTASK_RETURN_IF_ERROR(ValidateLookupKey(name, field));
+  auto it = groups_.find(name);
+  if (it == groups_.end()) {
+    return Error(absl::StatusCode::kNotFound, "GROUP_NOT_FOUND",
+                 absl::StrCat("no group named ", absl::CHexEscape(name)), {{"group", name}});
+  }
+  return it->second.get();
+}
+
+absl::StatusOr<v1::Group> Engine::GetGroup(const v1::GetGroupRequest& request) const {
+  COTASK_ASSIGN_OR_RETURN(GroupRecord * record, FindGroup(request.name(), "name"));
+  return record->group;
+}
+
+absl::StatusOr<v1::ListGroupsResponse> Engine::ListGroups(
+    const v1::ListGroupsRequest& request) const {
+  COTASK_ASSIGN_OR_RETURN(int page_size,
+                                 PageSize(request.page_size(), kDefaultPageSize, kMaxPageSize));
+  if (!v1::Group::State_IsValid(request.state())) {
+    return InvalidField("state", absl::StrCat("unknown value ", request.state()));
+  }
+  COTASK_RETURN_IF_ERROR(ValidateLabels(
+      request.labels(), "labels",
+      {options_.max_labels, options_.max_label_key_bytes, options_.max_label_value_bytes}));
+  v1::ListGroupsRequest query = request;
+  query.clear_page_size();
+  query.clear_page_token();
+  std::string after;
+  if (!request.page_token().empty()) {
+    COTASK_ASSIGN_OR_RETURN(after, DecodePageToken(query, request.page_token()));
+  }
+  v1::ListGroupsResponse response;
+  std::string last;
+  for (auto it = groups_.upper_bound(after); it != groups_.end(); ++it) {
+    const v1::Group& group = it->second->group;
+    if (!request.parent().empty() && group.parent() != request.parent()) continue;
+    if (request.state() != v1::Group::STATE_UNSPECIFIED && group.state() != request.state()) {
+      continue;
+    }
+    if (!LabelsMatch(group.labels(), request.labels())) continue;
+    if (response.groups_size() == page_size) {
+      response.set_next_page_token(EncodePageToken(query, last));
+      break;
+    }
+    *response.add_groups() = group;
+    last = group.name();
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Group> Engine::CloseGroup(const v1::CloseGroupRequest& request) {
+  COTASK_ASSIGN_OR_RETURN(GroupRecord * record, FindGroup(request.name(), "name"));
+  if (record->group.state() == v1::Group::OPEN) {
+    TransitionGroup(*record, v1::Group::CLOSED);
+    MaybeEndGroup(*record);
+  }
+  return record->group;
+}
+
+absl::StatusOr<v1::CancelGroupResponse> Engine::CancelGroup(
+    const v1::CancelGroupRequest& request) {
+  COTASK_ASSIGN_OR_RETURN(GroupRecord * record, FindGroup(request.name(), "name"));
+  COTASK_RETURN_IF_ERROR(
+      ValidateBytes(request.message().size(), "message", options_.max_payload_bytes));
+  v1::CancelGroupResponse response;
+  response.set_cancelled(CancelGroupRecord(
+      *record, request.message().empty() ? "CancelGroup" : request.message()));
+  *response.mutable_group() = record->group;
+  return response;
+}
+
+bool Engine::CancelGroupRecord(GroupRecord& record, const std::string& message) {
+  if (IsTerminal(record.group.state())) return false;
+  record.cancelled = true;
+  if (record.group.cancel_message().empty()) record.group.set_cancel_message(message);
+  AbortGroup(record, absl::StrCat("group ", record.group.name(), " was cancelled: ", message));
+  MaybeEndGroup(record);
+  return true;
+}
+
+void Engine::AbortGroup(GroupRecord& record, const std::string& message) {
+  if (record.group.state() == v1::Group::OPEN) TransitionGroup(record, v1::Group::CLOSED);
+  // Cancelling may end children at once (those that never started), which changes the sets.
+  std::vector<TaskRecord*> tasks(record.active_tasks.begin(), record.active_tasks.end());
+  std::sort(tasks.begin(), tasks.end(), [](TaskRecord* a, TaskRecord* b) {
+    return a->task.id() < b->task.id();
+  });
+  std::vector<GroupRecord*> groups(record.active_groups.begin(), record.active_groups.end());
+  for (TaskRecord* task : tasks) {
+    if (!task->task.options().shield()) CancelTaskRecord(*task, message);
+  }
+  for (GroupRecord* group : groups) {
+    if (IsTerminal(group->group.state())) continue;
+    group->cancelled = true;
+    if (group->group.cancel_message().empty()) group->group.set_cancel_message(message);
+    AbortGroup(*group, message);
+    MaybeEndGroup(*group);
+  }
+}
+
+void Engine::ChildEnded(GroupRecord& record, const v1::ChildFailure* failure) {
+  record.group.set_active_children(record.group.active_children() - 1);
+  if (failure != nullptr) {
+    *record.group.add_failures() = *failure;
+    if (record.group.policy() == v1::Group::FAIL_FAST && !record.aborted &&
+        !IsTerminal(record.group.state())) {
+      record.aborted = true;
+      const std::string who = failure->has_group() ? absl::StrCat("group ", failure->group())
+                                                   : absl::StrCat("task ", failure->task());
+      AbortGroup(record, absl::StrCat("group ", record.group.name(), ": ", who, " ",
+                                      v1::Task::State_Name(failure->state())));
+    }
+  }
+  MaybeEndGroup(record);
+}
+
+void Engine::GroupDeadline(const std::string& name) {
+  auto it = groups_.find(name);
+  if (it == groups_.end() || IsTerminal(it->second->group.state())) return;
+  GroupRecord& record = *it->second;
+  record.timed_out = true;
+  AbortGroup(record, absl::StrCat("group ", name, " passed its deadline"));
+  MaybeEndGroup(record);
+}
+
+void Engine::MaybeEndGroup(GroupRecord& record) {
+  const v1::Group& group = record.group;
+  if (group.state() != v1::Group::CLOSED || group.active_children() > 0) return;
+  if (!record.active_tasks.empty() || !record.active_groups.empty()) return;
+  v1::Group::State end = group.failures_size() > 0 ? v1::Group::FAILED
+                         : record.timed_out        ? v1::Group::TIMED_OUT
+                         : record.cancelled        ? v1::Group::CANCELLED
+                                                   : v1::Group::SUCCEEDED;
+  TransitionGroup(record, end);
+}
+
+void Engine::TransitionGroup(GroupRecord& record, v1::Group::State to) {
+  v1::Group& group = record.group;
+  COTASK_CHECK(!IsTerminal(group.state()), "a terminal group state changed");
+  group.set_state(to);
+  const google::protobuf::Timestamp now = Now();
+  const bool terminal = IsTerminal(to);
+  absl::Status error;
+  if (to == v1::Group::FAILED) {
+    error = Error(static_cast<absl::StatusCode>(group.failures(0).error().code()),
+                  "GROUP_FAILED", GroupFailureMessage(group.name(), group.failures()),
+                  {{"failures", absl::StrCat(group.failures_size())}});
+  } else if (to == v1::Group::CANCELLED) {
+    error = Error(absl::StatusCode::kCancelled, "CANCELLED",
+                  absl::StrCat("cancelled: ", group.cancel_message()));
+  } else if (to == v1::Group::TIMED_OUT) {
+    error = Error(absl::StatusCode::kDeadlineExceeded, "TIMED_OUT",
+                  absl::StrCat("group ", group.name(), " passed its deadline"));
+  }
+  if (terminal) {
+    *group.mutable_end_time() = now;
+    if (!error.ok()) *group.mutable_error() = ToRpcStatus(error);
+  }
+  v1::Event event;
+  event.set_group(group.name());
+  *event.mutable_time() = now;
+  event.mutable_group_state()->set_state(to);
+  if (group.has_error()) *event.mutable_group_state()->mutable_error() = group.error();
+  if (record.parent != nullptr && (to == v1::Group::OPEN || terminal)) {
+    NoteLogDrop(record.parent->log.Append(event));
+  }
+  NoteLogDrop(record.log.Append(std::move(event), terminal));
+  if (!terminal) return;
+
+  record.deadline_timer.Cancel();
+  --active_groups_;
+  finished_groups_.push_back(group.name());
+  if (GroupRecord* parent = record.parent) {
+    parent->active_groups.erase(&record);
+    if (to == v1::Group::FAILED || to == v1::Group::TIMED_OUT) {
+      v1::ChildFailure failure;
+      failure.set_group(group.name());
+      failure.set_state(to == v1::Group::FAILED ? v1::Task::FAILED : v1::Task::TIMED_OUT);
+      *failure.mutable_error() = group.error();
+      ChildEnded(*parent, &failure);
+    } else {
+      ChildEnded(*parent, nullptr);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching
+
+EventLog* Engine::FindLog(const v1::WatchRequest& target) const {
+  if (target.has_task()) {
+    auto it = tasks_.find(target.task());
+    return it == tasks_.end() ? nullptr : &it->second->log;
+  }
+  auto it = groups_.find(target.group());
+  return it == groups_.end() ? nullptr : &it->second->log;
+}
+
+runtime::Task<Engine::WatchBatch> Engine::NextEvents(v1::WatchRequest target, int64_t from,
+                                                     size_t max_bytes) {
+  switch (target.target_case()) {
+    case v1::WatchRequest::TARGET_NOT_SET:
+      co_return InvalidField("target", "required: a task or a group");
+    case v1::WatchRequest::kTask:
+      COTASK_CO_RETURN_IF_ERROR(FindTask(target.task(), "task").status());
+      break;
+    case v1::WatchRequest::kGroup:
+      COTASK_CO_RETURN_IF_ERROR(FindGroup(target.group(), "group").status());
+      break;
+  }
+  if (from < 0) co_return InvalidField("from_sequence", "must not be negative", "0");
+  while (true) {
+    EventLog* log = FindLog(target);
+    if (log == nullptr) {
+      co_return Error(absl::StatusCode::kNotFound, "FORGOTTEN",
+                      "the watched task or group was forgotten (--retain_finished_*)");
+    }
+    WatchBatch batch;
+    batch.next_sequence = log->Read(from, max_bytes, &batch.events);
+    batch.ended = log->ended() && batch.next_sequence == log->next_sequence();
+    if (!batch.events.empty() || batch.ended) co_return batch;
+    std::shared_ptr<runtime::Event> changed = log->Changed();
+    COTASK_CO_RETURN_IF_ERROR(co_await changed->Wait());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Draining, bookkeeping
+
+void Engine::StartDraining() { draining_ = true; }
+
+runtime::Task<void> Engine::Drain(runtime::EventLoop::Duration timeout) {
+  StartDraining();
+  absl::Status waited = co_await runtime::Timeout(timeout, idle_.Wait());
+  if (!waited.ok() && !absl::IsDeadlineExceeded(waited)) co_return waited;
+  std::vector<GroupRecord*> groups;
+  for (auto& [name, group] : groups_) {
+    if (group->parent == nullptr && !IsTerminal(group->group.state())) groups.push_back(group.get());
+  }
+  for (GroupRecord* group : groups) CancelGroupRecord(*group, "the server is shutting down");
+  std::vector<TaskRecord*> tasks;
+  for (auto& [id, task] : tasks_) {
+    if (!IsTerminal(task->task.state())) tasks.push_back(task.get());
+  }
+  for (TaskRecord* task : tasks) CancelTaskRecord(*task, "the server is shutting down");
+  co_return co_await idle_.Wait();
+}
+
+void Engine::SignalIfIdle() {
+  if (pending_tasks_ == 0) idle_.Set();
+}
+
+void Engine::NoteLogDrop(int64_t dropped) { log_events_dropped_ += dropped; }
+
+void Engine::ForgetFinished() {
+  while (finished_tasks_.size() > options_.retain_finished_tasks) {
+    auto it = tasks_.find(finished_tasks_.front());
+    finished_tasks_.pop_front();
+    if (it == tasks_.end()) continue;
+    if (!it->second->task.request_id().empty()) {
+      task_requests_.erase(it->second->task.request_id());
+    }
+    tasks_.erase(it);
+  }
+  while (finished_groups_.size() > options_.retain_finished_groups) {
+    auto it = groups_.find(finished_groups_.front());
+    finished_groups_.pop_front();
+    if (it == groups_.end()) continue;
+    GroupRecord* gone = it->second.get();
+    // Children keep their group's name, but no longer point at its record.
+    for (const std::string& id : gone->task_ids) {
+      if (auto task = tasks_.find(id); task != tasks_.end()) task->second->group = nullptr;
+    }
+    for (const std::string& name : gone->group_names) {
+      if (auto group = groups_.find(name); group != groups_.end()) group->second->parent = nullptr;
+    }
+    if (!gone->group.request_id().empty()) group_requests_.erase(gone->group.request_id());
+    groups_.erase(it);
+  }
+}
+
+EngineCounts Engine::counts() const {
+  return {pending_tasks_, active_groups_, tasks_.size(), groups_.size(), log_events_dropped_};
+}
+
+}  // namespace cotask::engine

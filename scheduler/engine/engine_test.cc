@@ -1,0 +1,461 @@
+#include "scheduler/engine/engine.h"
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/protobuf/util/time_util.h"
+#include "gtest/gtest.h"
+#include "scheduler/engine/errors.h"
+#include "scheduler/process/process_supervisor.h"
+#include "scheduler/runtime/sleep.h"
+#include "scheduler/runtime/status_macros.h"
+#include "tests/status_matchers.h"
+
+namespace cotask::engine {
+namespace {
+
+using ::cotask::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+v1::CreateTaskRequest SleepRequest(int64_t millis, std::string group = {}) {
+  v1::CreateTaskRequest request;
+  v1::SleepTask& sleep = *request.mutable_spec()->mutable_sleep();
+  sleep.mutable_duration()->set_seconds(millis / 1000);
+  sleep.mutable_duration()->set_nanos(static_cast<int32_t>(millis % 1000) * 1'000'000);
+  request.set_group(std::move(group));
+  return request;
+}
+
+v1::CreateTaskRequest FailingRequest(int64_t millis, std::string group = {}) {
+  v1::CreateTaskRequest request = SleepRequest(millis, std::move(group));
+  request.mutable_spec()->mutable_sleep()->mutable_error()->set_code(9);
+  request.mutable_spec()->mutable_sleep()->mutable_error()->set_message("on purpose");
+  return request;
+}
+
+v1::CreateGroupRequest GroupRequest(std::string name, std::string parent = {}) {
+  v1::CreateGroupRequest request;
+  request.set_name(std::move(name));
+  request.set_parent(std::move(parent));
+  return request;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  EngineTest() : processes_(loop_) {}
+  ~EngineTest() override {
+    if (engine_) loop_.RunUntilComplete(engine_->Drain(0s)).IgnoreError();
+  }
+
+  Engine& engine(EngineOptions options = {}) {
+    if (!engine_) engine_ = std::make_unique<Engine>(loop_, processes_, std::move(options));
+    return *engine_;
+  }
+
+  // Every event of a log, waiting for its end.
+  std::vector<v1::Event> WatchAll(v1::WatchRequest target) {
+    auto events = loop_.RunUntilComplete(Collect(engine_.get(), std::move(target)));
+    EXPECT_TRUE(events.ok()) << events.status();
+    return events.ok() ? *events : std::vector<v1::Event>{};
+  }
+  static runtime::Task<std::vector<v1::Event>> Collect(Engine* engine, v1::WatchRequest target) {
+    std::vector<v1::Event> all;
+    int64_t from = 1;
+    while (true) {
+      COTASK_CO_ASSIGN_OR_RETURN(Engine::WatchBatch batch,
+                                 co_await engine->NextEvents(target, from, 1 << 20));
+      all.insert(all.end(), batch.events.begin(), batch.events.end());
+      from = batch.next_sequence;
+      if (batch.ended) co_return all;
+    }
+  }
+  v1::Task AwaitTask(const std::string& id) {
+    v1::WatchRequest target;
+    target.set_task(id);
+    WatchAll(target);
+    v1::GetTaskRequest get;
+    get.set_id(id);
+    return *engine_->GetTask(get);
+  }
+  v1::Group AwaitGroup(const std::string& name) {
+    v1::WatchRequest target;
+    target.set_group(name);
+    WatchAll(target);
+    v1::GetGroupRequest get;
+    get.set_name(name);
+    return *engine_->GetGroup(get);
+  }
+  void RunFor(std::chrono::milliseconds d) {
+    loop_.RunUntilComplete([](std::chrono::milliseconds d) -> runtime::Task<void> {
+      co_return co_await runtime::Sleep(d);
+    }(d)).IgnoreError();
+  }
+  v1::CloseGroupRequest Close(const std::string& name) {
+    v1::CloseGroupRequest request;
+    request.set_name(name);
+    return request;
+  }
+
+  runtime::EventLoop loop_;
+  process::ProcessSupervisor processes_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(EngineTest, SleepTaskGoesThroughEveryStateAndSucceedsWithItsResult) {
+  v1::CreateTaskRequest request = SleepRequest(5);
+  request.mutable_spec()->mutable_sleep()->set_result("done");
+  absl::StatusOr<v1::Task> created = engine().CreateTask(request);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->state(), v1::Task::PENDING);
+  v1::WatchRequest target;
+  target.set_task(created->id());
+  std::vector<v1::Task::State> states;
+  std::vector<int64_t> sequences;
+  for (const v1::Event& event : WatchAll(target)) {
+    states.push_back(event.task_state().state());
+    sequences.push_back(event.sequence());
+  }
+  EXPECT_THAT(states, ElementsAre(v1::Task::PENDING, v1::Task::QUEUED, v1::Task::RUNNING,
+                                  v1::Task::SUCCEEDED));
+  EXPECT_THAT(sequences, ElementsAre(1, 2, 3, 4));
+  v1::Task task = AwaitTask(created->id());
+  EXPECT_EQ(task.state(), v1::Task::SUCCEEDED);
+  EXPECT_EQ(task.result().output(), "done");
+  EXPECT_FALSE(task.has_error());
+}
+
+TEST_F(EngineTest, SleepTaskWithAnErrorFailsWithIt) {
+  auto created = engine().CreateTask(FailingRequest(0));
+  ASSERT_TRUE(created.ok());
+  v1::Task task = AwaitTask(created->id());
+  EXPECT_EQ(task.state(), v1::Task::FAILED);
+  EXPECT_EQ(task.error().code(), 9);
+  EXPECT_EQ(task.error().message(), "on purpose");
+}
+
+TEST_F(EngineTest, TimeoutEndsTheTaskTimedOut) {
+  v1::CreateTaskRequest request = SleepRequest(10'000);
+  request.mutable_options()->mutable_timeout()->set_nanos(20'000'000);
+  auto created = engine().CreateTask(request);
+  ASSERT_TRUE(created.ok());
+  v1::Task task = AwaitTask(created->id());
+  EXPECT_EQ(task.state(), v1::Task::TIMED_OUT);
+  EXPECT_EQ(task.error().code(), static_cast<int>(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_THAT(task.error().message(), HasSubstr("20ms"));
+}
+
+TEST_F(EngineTest, CancellingAnEndedTaskChangesNothingAndSaysSo) {
+  auto created = engine().CreateTask(SleepRequest(0));
+  ASSERT_TRUE(created.ok());
+  AwaitTask(created->id());
+  v1::CancelTaskRequest cancel;
+  cancel.set_id(created->id());
+  auto response = engine_->CancelTask(cancel);
+  ASSERT_TRUE(response.ok());
+  EXPECT_FALSE(response->cancelled());
+  EXPECT_EQ(response->task().state(), v1::Task::SUCCEEDED);
+}
+
+TEST_F(EngineTest, TaskCancelledBeforeItStartsNeverRuns) {
+  auto created = engine().CreateTask(SleepRequest(0));
+  ASSERT_TRUE(created.ok());
+  v1::CancelTaskRequest cancel;
+  cancel.set_id(created->id());
+  cancel.set_message("changed my mind");
+  auto response = engine_->CancelTask(cancel);
+  ASSERT_TRUE(response.ok());
+  EXPECT_TRUE(response->cancelled());
+  EXPECT_EQ(response->task().state(), v1::Task::CANCELLED);
+  EXPECT_EQ(response->task().error().message(), "cancelled: changed my mind");
+  EXPECT_FALSE(response->task().has_start_time());
+}
+
+TEST_F(EngineTest, FirstFailureCancelsSiblingsAndTheGroupListsIt) {
+  ASSERT_TRUE(engine().CreateGroup(GroupRequest("g")).ok());
+  auto slow1 = engine_->CreateTask(SleepRequest(10'000, "g"));
+  auto slow2 = engine_->CreateTask(SleepRequest(10'000, "g"));
+  auto bad = engine_->CreateTask(FailingRequest(10, "g"));
+  ASSERT_TRUE(slow1.ok() && slow2.ok() && bad.ok());
+  v1::Group group = AwaitGroup("g");
+  EXPECT_EQ(group.state(), v1::Group::FAILED);
+  ASSERT_EQ(group.failures_size(), 1);
+  EXPECT_EQ(group.failures(0).task(), bad->id());
+  EXPECT_EQ(group.failures(0).state(), v1::Task::FAILED);
+  EXPECT_THAT(group.error().message(), HasSubstr(bad->id()));
+  EXPECT_THAT(group.error().message(), HasSubstr("on purpose"));
+  EXPECT_EQ(AwaitTask(slow1->id()).state(), v1::Task::CANCELLED);
+  EXPECT_EQ(AwaitTask(slow2->id()).state(), v1::Task::CANCELLED);
+  // The failure closed the group.
+  EXPECT_THAT(engine_->CreateTask(SleepRequest(0, "g")).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("a child failed")));
+}
+
+TEST_F(EngineTest, PolicyAllLetsEveryChildFinish) {
+  v1::CreateGroupRequest request = GroupRequest("g");
+  request.set_policy(v1::Group::ALL);
+  ASSERT_TRUE(engine().CreateGroup(request).ok());
+  auto slow = engine_->CreateTask(SleepRequest(50, "g"));
+  auto bad = engine_->CreateTask(FailingRequest(0, "g"));
+  auto bad2 = engine_->CreateTask(FailingRequest(10, "g"));
+  ASSERT_TRUE(engine_->CloseGroup(Close("g")).ok());
+  v1::Group group = AwaitGroup("g");
+  EXPECT_EQ(group.state(), v1::Group::FAILED);
+  ASSERT_EQ(group.failures_size(), 2);
+  EXPECT_EQ(group.failures(0).task(), bad->id());
+  EXPECT_EQ(group.failures(1).task(), bad2->id());
+  EXPECT_EQ(AwaitTask(slow->id()).state(), v1::Task::SUCCEEDED);
+}
+
+TEST_F(EngineTest, ClosedGroupEndsWhenItsLastChildEnds) {
+  ASSERT_TRUE(engine().CreateGroup(GroupRequest("g")).ok());
+  auto a = engine_->CreateTask(SleepRequest(5, "g"));
+  auto b = engine_->CreateTask(SleepRequest(30, "g"));
+  auto closed = engine_->CloseGroup(Close("g"));
+  ASSERT_TRUE(closed.ok());
+  EXPECT_EQ(closed->state(), v1::Group::CLOSED);
+  v1::Group group = AwaitGroup("g");
+  EXPECT_EQ(group.state(), v1::Group::SUCCEEDED);
+  EXPECT_EQ(group.children(), 2);
+  EXPECT_EQ(group.active_children(), 0);
+  EXPECT_EQ(AwaitTask(b->id()).state(), v1::Task::SUCCEEDED);
+  EXPECT_GE(google::protobuf::util::TimeUtil::TimestampToNanoseconds(group.end_time()),
+            google::protobuf::util::TimeUtil::TimestampToNanoseconds(
+                AwaitTask(b->id()).end_time()));
+}
+
+TEST_F(EngineTest, OpenGroupDoesNotEndWhenItsChildrenHave) {
+  ASSERT_TRUE(engine().CreateGroup(GroupRequest("g")).ok());
+  auto a = engine_->CreateTask(SleepRequest(0, "g"));
+  AwaitTask(a->id());
+  v1::GetGroupRequest get;
+  get.set_name("g");
+  EXPECT_EQ(engine_->GetGroup(get)->state(), v1::Group::OPEN);
+  // An empty group that is closed ends at once.
+  ASSERT_TRUE(engine_->CreateGroup(GroupRequest("empty")).ok());
+  EXPECT_EQ(engine_->CloseGroup(Close("empty"))->state(), v1::Group::SUCCEEDED);
+}
+
+TEST_F(EngineTest, CancelGroupCancelsChildrenButNotShieldedOnes) {
+  ASSERT_TRUE(engine().CreateGroup(GroupRequest("g")).ok());
+  auto plain = engine_->CreateTask(SleepRequest(10'000, "g"));
+  v1::CreateTaskRequest shielded_request = SleepRequest(40, "g");
+  shielded_request.mutable_options()->set_shield(true);
+  auto shielded = engine_->CreateTask(shielded_request);
+  RunFor(5ms);
+  v1::CancelGroupRequest cancel;
+  cancel.set_name("g");
+  cancel.set_message("enough");
+  auto response = engine_->CancelGroup(cancel);
+  ASSERT_TRUE(response.ok());
+  EXPECT_TRUE(response->cancelled());
+  EXPECT_EQ(response->group().state(), v1::Group::CLOSED);  // waits for the shielded child
+  v1::Group group = AwaitGroup("g");
+  EXPECT_EQ(group.state(), v1::Group::CANCELLED);
+  EXPECT_THAT(group.error().message(), HasSubstr("enough"));
+  EXPECT_EQ(AwaitTask(plain->id()).state(), v1::Task::CANCELLED);
+  EXPECT_EQ(AwaitTask(shielded->id()).state(), v1::Task::SUCCEEDED);
+  EXPECT_FALSE(engine_->CancelGroup(cancel)->cancelled());
+}
+
+TEST_F(EngineTest, NestedGroupFailureIsItsParentsChildFailure) {
+  ASSERT_TRUE(engine().CreateGroup(GroupRequest("parent")).ok());
+  ASSERT_TRUE(engine_->CreateGroup(GroupRequest("child", "parent")).ok());
+  auto sibling = engine_->CreateTask(SleepRequest(10'000, "parent"));
+  auto cousin = engine_->CreateTask(SleepRequest(10'000, "child"));
+  auto bad = engine_->CreateTask(FailingRequest(5, "child"));
+  v1::Group parent = AwaitGroup("parent");
+  EXPECT_EQ(parent.state(), v1::Group::FAILED);
+  ASSERT_EQ(parent.failures_size(), 1);
+  EXPECT_EQ(parent.failures(0).group(), "child");
+  EXPECT_THAT(parent.error().message(), HasSubstr(bad->id()));
+  EXPECT_EQ(AwaitGroup("child").state(), v1::Group::FAILED);
+  EXPECT_EQ(AwaitTask(sibling->id()).state(), v1::Task::CANCELLED);
+  EXPECT_EQ(AwaitTask(cousin->id()).state(), v1::Task::CANCELLED);
+}
+
+TEST_F(EngineTest, CancellingAParentCancelsItsChildGroups) {
+  ASSERT_TRUE(engine().CreateGroup(GroupRequest("parent")).ok());
+  ASSERT_TRUE(engine_->CreateGroup(GroupRequest("child", "parent")).ok());
+  auto task = engine_->CreateTask(SleepRequest(10'000, "child"));
+  v1::CancelGroupRequest cancel;
+  cancel.set_name("parent");
+  ASSERT_TRUE(engine_->CancelGroup(cancel).ok());
+  EXPECT_EQ(AwaitGroup("parent").state(), v1::Group::CANCELLED);
+  EXPECT_EQ(AwaitGroup("child").state(), v1::Group::CANCELLED);
+  EXPECT_EQ(AwaitTask(task->id()).state(), v1::Task::CANCELLED);
+}
+
+TEST_F(EngineTest, GroupDeadlineCancelsWhatIsLeftAndTimesOut) {
+  v1::CreateGroupRequest request = GroupRequest("g");
+  request.mutable_timeout()->set_nanos(30'000'000);
+  ASSERT_TRUE(engine().CreateGroup(request).ok());
+  auto quick = engine_->CreateTask(SleepRequest(0, "g"));
+  auto slow = engine_->CreateTask(SleepRequest(10'000, "g"));
+  v1::Group group = AwaitGroup("g");
+  EXPECT_EQ(group.state(), v1::Group::TIMED_OUT);
+  EXPECT_EQ(group.error().code(), static_cast<int>(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_EQ(AwaitTask(quick->id()).state(), v1::Task::SUCCEEDED);
+  EXPECT_EQ(AwaitTask(slow->id()).state(), v1::Task::CANCELLED);
+}
+
+TEST_F(EngineTest, TimedOutChildFailsAFailFastGroup) {
+  ASSERT_TRUE(engine().CreateGroup(GroupRequest("g")).ok());
+  v1::CreateTaskRequest request = SleepRequest(10'000, "g");
+  request.mutable_options()->mutable_timeout()->set_nanos(10'000'000);
+  auto timed = engine_->CreateTask(request);
+  auto other = engine_->CreateTask(SleepRequest(10'000, "g"));
+  v1::Group group = AwaitGroup("g");
+  EXPECT_EQ(group.state(), v1::Group::FAILED);
+  ASSERT_EQ(group.failures_size(), 1);
+  EXPECT_EQ(group.failures(0).state(), v1::Task::TIMED_OUT);
+  EXPECT_EQ(AwaitTask(other->id()).state(), v1::Task::CANCELLED);
+}
+
+TEST_F(EngineTest, SameRequestIdReturnsTheSameTask) {
+  v1::CreateTaskRequest request = SleepRequest(0);
+  request.set_request_id("r-1");
+  auto first = engine().CreateTask(request);
+  auto second = engine_->CreateTask(request);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(first->id(), second->id());
+  v1::CreateTasksRequest batch;
+  *batch.add_requests() = request;
+  *batch.add_requests() = request;
+  auto third = engine_->CreateTasks(batch);
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->tasks(0).id(), first->id());
+  EXPECT_EQ(third->tasks(1).id(), first->id());
+  EXPECT_EQ(engine_->counts().tasks, 1u);
+}
+
+TEST_F(EngineTest, BatchIsAllOrNothingAndNamesTheBadItem) {
+  v1::CreateTasksRequest batch;
+  *batch.add_requests() = SleepRequest(0);
+  *batch.add_requests() = SleepRequest(-1000);
+  auto created = engine().CreateTasks(batch);
+  EXPECT_THAT(created.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                         HasSubstr("requests[1].spec.sleep.duration")));
+  EXPECT_EQ(ErrorReason(created.status()), "INVALID_FIELD");
+  EXPECT_EQ(engine_->counts().tasks, 0u);
+}
+
+TEST_F(EngineTest, BadInputNamesTheFieldAndTheBound) {
+  EngineOptions options;
+  options.max_batch_size = 2;
+  options.max_payload_bytes = 8;
+  options.max_labels = 1;
+  options.max_pending_tasks = 2;
+  Engine& e = engine(options);
+  EXPECT_THAT(e.CreateTask(v1::CreateTaskRequest()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spec: required")));
+  v1::CreateTaskRequest big = SleepRequest(0);
+  big.mutable_spec()->mutable_sleep()->set_result("123456789");
+  EXPECT_THAT(e.CreateTask(big).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spec.sleep.result")));
+  v1::CreateTaskRequest labels = SleepRequest(0);
+  (*labels.mutable_labels())["a"] = "1";
+  (*labels.mutable_labels())["b"] = "2";
+  EXPECT_THAT(e.CreateTask(labels).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("labels: 2 labels")));
+  v1::CreateTaskRequest bad_key = SleepRequest(0);
+  (*bad_key.mutable_labels())["no spaces"] = "1";
+  EXPECT_THAT(e.CreateTask(bad_key).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("labels[\"no spaces\"]")));
+  EXPECT_THAT(e.CreateTask(SleepRequest(0, "nope")).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("group: no group")));
+  v1::CreateTaskRequest exec;
+  exec.mutable_spec()->mutable_exec();
+  EXPECT_THAT(e.CreateTask(exec).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spec.exec.argv")));
+  exec.mutable_spec()->mutable_exec()->add_argv("/bin/true");
+  EXPECT_THAT(e.CreateTask(exec).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--exec_allow")));
+  v1::CreateTasksRequest batch;
+  for (int i = 0; i < 3; ++i) *batch.add_requests() = SleepRequest(0);
+  EXPECT_THAT(e.CreateTasks(batch).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("requests: 3 tasks")));
+  ASSERT_TRUE(e.CreateTask(SleepRequest(10'000)).ok());
+  ASSERT_TRUE(e.CreateTask(SleepRequest(10'000)).ok());
+  auto full = e.CreateTask(SleepRequest(0));
+  EXPECT_THAT(full.status(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                      HasSubstr("--max_pending_tasks=2")));
+  EXPECT_EQ(ErrorReason(full.status()), "TOO_MANY_PENDING_TASKS");
+  EXPECT_EQ(e.counts().tasks, 2u);
+}
+
+TEST_F(EngineTest, ListTasksPagesWithTokensTiedToTheQuery) {
+  Engine& e = engine();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    v1::CreateTaskRequest request = SleepRequest(10'000);
+    (*request.mutable_labels())["n"] = i % 2 == 0 ? "even" : "odd";
+    ids.push_back(e.CreateTask(request)->id());
+  }
+  v1::ListTasksRequest list;
+  list.set_page_size(2);
+  std::vector<std::string> seen;
+  while (true) {
+    auto page = e.ListTasks(list);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const v1::Task& t : page->tasks()) seen.push_back(t.id());
+    if (page->next_page_token().empty()) break;
+    list.set_page_token(page->next_page_token());
+  }
+  EXPECT_EQ(seen, ids);
+  v1::ListTasksRequest evens;
+  (*evens.mutable_labels())["n"] = "even";
+  evens.set_page_size(2);
+  auto first = e.ListTasks(evens);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->tasks_size(), 2);
+  v1::ListTasksRequest other = evens;
+  (*other.mutable_labels())["n"] = "odd";
+  other.set_page_token(first->next_page_token());
+  EXPECT_THAT(e.ListTasks(other).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("page_token")));
+  v1::ListTasksRequest negative;
+  negative.set_page_size(-1);
+  EXPECT_THAT(e.ListTasks(negative).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("page_size")));
+}
+
+TEST_F(EngineTest, BoundedLogMarksWhatFellOut) {
+  EngineOptions options;
+  options.max_log_bytes = 1;  // keeps only the newest event
+  auto created = engine(options).CreateTask(SleepRequest(0));
+  ASSERT_TRUE(created.ok());
+  RunFor(20ms);  // the task ends before anyone reads its log
+  v1::WatchRequest target;
+  target.set_task(created->id());
+  std::vector<v1::Event> events = WatchAll(target);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].truncated().first_sequence(), 1);
+  EXPECT_EQ(events[0].truncated().last_sequence(), 3);
+  EXPECT_EQ(events[1].sequence(), 4);
+  EXPECT_EQ(events[1].task_state().state(), v1::Task::SUCCEEDED);
+  EXPECT_EQ(engine_->counts().log_events_dropped, 3);
+}
+
+TEST_F(EngineTest, DrainRefusesNewWorkAndCancelsWhatOutlivesIt) {
+  Engine& e = engine();
+  ASSERT_TRUE(e.CreateGroup(GroupRequest("g")).ok());
+  auto quick = e.CreateTask(SleepRequest(5));
+  auto slow = e.CreateTask(SleepRequest(10'000, "g"));
+  ASSERT_TRUE(loop_.RunUntilComplete(e.Drain(50ms)).ok());
+  EXPECT_THAT(e.CreateTask(SleepRequest(0)).status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
+  EXPECT_EQ(AwaitTask(quick->id()).state(), v1::Task::SUCCEEDED);
+  v1::Task cancelled = AwaitTask(slow->id());
+  EXPECT_EQ(cancelled.state(), v1::Task::CANCELLED);
+  EXPECT_THAT(cancelled.cancel_message(), HasSubstr("shutting down"));
+  EXPECT_EQ(AwaitGroup("g").state(), v1::Group::CANCELLED);
+}
+
+}  // namespace
+}  // namespace cotask::engine

@@ -1,0 +1,61 @@
+// EventLog: the ordered, bounded event log of one task or group.
+//
+// Sequence numbers start at 1 and have no gaps. The log keeps at most `max_bytes` of events
+// (their serialized size), dropping the oldest first; a reader asking for dropped events gets
+// one Truncated event in their place (numbered as the last dropped one), never a silent gap. The last event appended may end the
+// log (a terminal state): readers then know nothing follows.
+//
+// Watchers wait with `co_await log.Changed()->Wait()`: the event is set, once, by the next
+// Append. Loop thread only.
+#ifndef COTASK_SCHEDULER_ENGINE_EVENT_LOG_H_
+#define COTASK_SCHEDULER_ENGINE_EVENT_LOG_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "cotask/v1/scheduler.pb.h"
+#include "scheduler/runtime/event.h"
+
+namespace cotask::engine {
+
+class EventLog {
+ public:
+  explicit EventLog(size_t max_bytes) : max_bytes_(max_bytes) {}
+
+  // Stamps the event with the next sequence number and appends it; `last` ends the log.
+  // Returns the number of events dropped to stay within the bound.
+  int64_t Append(v1::Event event, bool last = false);
+
+  // Appends to `out` the events from `from` on (a Truncated first for any that were
+  // dropped), stopping after `max_bytes` of them (at least one event is returned if any is
+  // there). Returns the sequence number to read from next.
+  int64_t Read(int64_t from, size_t max_bytes, std::vector<v1::Event>* out) const;
+
+  // Set by the next Append (and never cleared).
+  std::shared_ptr<runtime::Event> Changed();
+
+  bool ended() const { return ended_; }
+  // The sequence number the next event will get.
+  int64_t next_sequence() const { return first_sequence_ + static_cast<int64_t>(events_.size()); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  struct Entry {
+    v1::Event event;
+    size_t bytes;
+  };
+
+  size_t max_bytes_;
+  std::deque<Entry> events_;
+  int64_t first_sequence_ = 1;  // of events_.front()
+  size_t bytes_ = 0;
+  bool ended_ = false;
+  std::shared_ptr<runtime::Event> changed_;
+};
+
+}  // namespace cotask::engine
+
+#endif  // COTASK_SCHEDULER_ENGINE_EVENT_LOG_H_

@@ -1,0 +1,121 @@
+#include "scheduler/engine/validation.h"
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "scheduler/engine/errors.h"
+
+namespace cotask::engine {
+namespace {
+
+bool IsLabelKeyChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+         c == '-' || c == '/';
+}
+
+// A stable fingerprint of a query (FNV-1a over its deterministic serialization): the same
+// query gives the same value in every process, unlike absl::Hash.
+uint64_t Fingerprint(const google::protobuf::Message& query) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    query.SerializeToCodedStream(&coded);
+  }
+  uint64_t hash = 14695981039346656037ull;
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+}  // namespace
+
+absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels,
+                            absl::string_view field, const LabelBounds& bounds) {
+  if (labels.size() > bounds.max_labels) {
+    return InvalidField(field, absl::StrCat(labels.size(), " labels, more than the limit"),
+                        absl::StrCat(bounds.max_labels, " labels"));
+  }
+  for (const auto& [key, value] : labels) {
+    const std::string key_field = absl::StrCat(field, "[\"", absl::CHexEscape(key), "\"]");
+    if (key.empty() || key.size() > bounds.max_key_bytes) {
+      return InvalidField(key_field, "a label key must have 1 to the limit of bytes",
+                          absl::StrCat(bounds.max_key_bytes, " bytes"));
+    }
+    for (char c : key) {
+      if (!IsLabelKeyChar(c)) {
+        return InvalidField(key_field, "a label key may only have [A-Za-z0-9._/-]");
+      }
+    }
+    if (value.size() > bounds.max_value_bytes) {
+      return InvalidField(key_field,
+                          absl::StrCat("a label value of ", value.size(),
+                                       " bytes, more than the limit"),
+                          absl::StrCat(bounds.max_value_bytes, " bytes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Duration> ValidateDuration(const google::protobuf::Duration& duration,
+                                                absl::string_view field, absl::Duration max) {
+  const int64_t seconds = duration.seconds();
+  const int32_t nanos = duration.nanos();
+  if (nanos <= -1'000'000'000 || nanos >= 1'000'000'000 || (seconds > 0 && nanos < 0) ||
+      (seconds < 0 && nanos > 0)) {
+    return InvalidField(field, "not a valid google.protobuf.Duration (nanos out of range)");
+  }
+  if (seconds < 0 || nanos < 0) return InvalidField(field, "must not be negative", "0s");
+  if (seconds > absl::ToInt64Seconds(max)) {
+    return InvalidField(field, "longer than the limit", absl::FormatDuration(max));
+  }
+  absl::Duration d = absl::Seconds(seconds) + absl::Nanoseconds(nanos);
+  if (d > max) return InvalidField(field, "longer than the limit", absl::FormatDuration(max));
+  return d;
+}
+
+absl::Status ValidateBytes(size_t size, absl::string_view field, size_t max) {
+  if (size <= max) return absl::OkStatus();
+  return InvalidField(field, absl::StrCat(size, " bytes, more than the limit"),
+                      absl::StrCat(max, " bytes"));
+}
+
+std::chrono::nanoseconds ToChrono(absl::Duration duration) {
+  return std::chrono::nanoseconds(absl::ToInt64Nanoseconds(duration));
+}
+
+absl::StatusOr<int> PageSize(int requested, int default_size, int max_size) {
+  if (requested < 0) return InvalidField("page_size", "must not be negative", "0");
+  if (requested == 0) return default_size;
+  return std::min(requested, max_size);
+}
+
+std::string EncodePageToken(const google::protobuf::Message& query, absl::string_view last_key) {
+  return absl::WebSafeBase64Escape(
+      absl::StrCat(absl::StrFormat("%016x", Fingerprint(query)), last_key));
+}
+
+absl::StatusOr<std::string> DecodePageToken(const google::protobuf::Message& query,
+                                            absl::string_view token) {
+  std::string raw;
+  if (!absl::WebSafeBase64Unescape(token, &raw) || raw.size() < 16) {
+    return InvalidField("page_token", "not a token this server made");
+  }
+  if (raw.substr(0, 16) != absl::StrFormat("%016x", Fingerprint(query))) {
+    return InvalidField("page_token",
+                        "the token belongs to another query (the filters must not change "
+                        "between pages)");
+  }
+  return raw.substr(16);
+}
+
+}  // namespace cotask::engine
