@@ -15,7 +15,7 @@ namespace cotask::service {
 namespace {
 
 TEST(EnvFlagsTest, VariableNameIsThePrefixedUpperCaseFlagName) {
-  EXPECT_EQ(EnvironmentVariableFor("drain_period"), "COTASK_DRAIN_PERIOD");
+  EXPECT_EQ(EnvironmentVariableFor("drain_timeout"), "COTASK_DRAIN_TIMEOUT");
 }
 
 TEST(EnvFlagsTest, SetsFlagsFromTheEnvironment) {

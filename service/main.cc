@@ -1,14 +1,17 @@
 // cotaskd: the cotask server.
 //
-// Signals: SIGTERM and SIGINT drain (health goes NOT_SERVING, calls in flight get
-// --drain_period to finish) and exit 0; SIGHUP reloads what can be reloaded (nothing yet: it
-// says so). They are blocked before any thread starts and taken by sigwait here, so no gRPC
-// thread ever runs a handler.
+// Signals: SIGTERM and SIGINT drain (health goes NOT_SERVING, new tasks get UNAVAILABLE,
+// running tasks get --drain_timeout to end, the rest are cancelled) and exit 0; SIGHUP reloads what
+// can be reloaded (nothing yet: it says so). They are blocked before any thread starts and taken by
+// sigwait here, so no gRPC thread ever runs a handler.
+#include <pwd.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -22,9 +25,40 @@
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "host:port for gRPC (port 0 picks a free one). Env: COTASK_ADDRESS");
-ABSL_FLAG(absl::Duration, drain_period, absl::Seconds(10),
-          "on SIGTERM/SIGINT, how long calls in flight may take to finish before they are "
-          "cancelled. Env: COTASK_DRAIN_PERIOD");
+ABSL_FLAG(int32_t, io_threads, 1, "threads serving gRPC calls (one completion queue each)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
+          "on SIGTERM/SIGINT, how long running tasks get to end before they are cancelled");
+ABSL_FLAG(int64_t, max_request_bytes, 4 << 20, "the largest request message accepted");
+ABSL_FLAG(int64_t, max_pending_tasks, 100'000,
+          "tasks not yet ended; past it creates get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_active_groups, 10'000,
+          "groups not yet ended; past it CreateGroup gets RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, retain_finished_tasks, 100'000,
+          "ended tasks kept for Get/List/Watch; the oldest are forgotten past it");
+ABSL_FLAG(int64_t, retain_finished_groups, 10'000,
+          "ended groups kept for Get/List/Watch; the oldest are forgotten past it");
+ABSL_FLAG(int64_t, max_batch_size, 1000, "tasks in one CreateTasks call");
+ABSL_FLAG(int64_t, max_payload_bytes, 1 << 20,
+          "a sleep task's result, an exec task's stdin, a cancel message");
+ABSL_FLAG(int64_t, max_labels, 64, "labels on one task or group");
+ABSL_FLAG(int64_t, max_label_key_bytes, 63, "bytes in a label key");
+ABSL_FLAG(int64_t, max_label_value_bytes, 255, "bytes in a label value");
+ABSL_FLAG(int64_t, max_log_bytes, 1 << 20,
+          "event log kept per task and per group; older events are dropped and reported to "
+          "watchers as truncated");
+ABSL_FLAG(int64_t, max_watchers, 10'000, "open Watch streams");
+ABSL_FLAG(std::vector<std::string>, exec_allow, {},
+          "comma-separated absolute paths of the programs exec tasks may run; empty: exec "
+          "tasks are refused");
+ABSL_FLAG(std::string, exec_user, "nobody",
+          "when cotaskd runs as root, exec tasks run as this user (and its primary group)");
+ABSL_FLAG(std::string, exec_path, "/usr/local/bin:/usr/bin:/bin",
+          "PATH in exec tasks' environment (the only variable they get besides their own)");
+ABSL_FLAG(absl::Duration, exec_kill_grace, absl::Seconds(5),
+          "after a cancelled exec task's SIGTERM, how long before SIGKILL (tasks may set "
+          "their own)");
+ABSL_FLAG(int64_t, exec_output_tail_bytes, 4096,
+          "the tail of an exec task's output kept in its result");
 
 namespace {
 
@@ -33,6 +67,84 @@ void Log(const std::string& message) {
                 absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
                 message);
   std::fflush(stderr);
+}
+
+// A count or size flag: at least `min`.
+absl::StatusOr<size_t> Bound(const absl::Flag<int64_t>& flag, const char* name, int64_t min) {
+  const int64_t value = absl::GetFlag(flag);
+  if (value < min) return absl::InvalidArgumentError(absl::StrCat("--", name, " must be >= ", min));
+  return static_cast<size_t>(value);
+}
+
+absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
+  cotask::service::ServerOptions options;
+  options.address = absl::GetFlag(FLAGS_address);
+  options.io_threads = absl::GetFlag(FLAGS_io_threads);
+  if (options.io_threads < 1 || options.io_threads > 64) {
+    return absl::InvalidArgumentError("--io_threads must be from 1 to 64");
+  }
+  if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--drain_timeout must be >= 0s");
+  }
+  cotask::engine::EngineOptions& engine = options.engine;
+  struct SizeFlag {
+    const absl::Flag<int64_t>* flag;
+    const char* name;
+    int64_t min;
+    size_t* out;
+  };
+  size_t max_request_bytes = 0;
+  const SizeFlag sizes[] = {
+      {&FLAGS_max_request_bytes, "max_request_bytes", 1024, &max_request_bytes},
+      {&FLAGS_max_pending_tasks, "max_pending_tasks", 1, &engine.max_pending_tasks},
+      {&FLAGS_max_active_groups, "max_active_groups", 1, &engine.max_active_groups},
+      {&FLAGS_retain_finished_tasks, "retain_finished_tasks", 0, &engine.retain_finished_tasks},
+      {&FLAGS_retain_finished_groups, "retain_finished_groups", 0, &engine.retain_finished_groups},
+      {&FLAGS_max_batch_size, "max_batch_size", 1, &engine.max_batch_size},
+      {&FLAGS_max_payload_bytes, "max_payload_bytes", 0, &engine.max_payload_bytes},
+      {&FLAGS_max_labels, "max_labels", 0, &engine.max_labels},
+      {&FLAGS_max_label_key_bytes, "max_label_key_bytes", 1, &engine.max_label_key_bytes},
+      {&FLAGS_max_label_value_bytes, "max_label_value_bytes", 0, &engine.max_label_value_bytes},
+      {&FLAGS_max_log_bytes, "max_log_bytes", 1, &engine.max_log_bytes},
+      {&FLAGS_max_watchers, "max_watchers", 0, &options.scheduler.max_watchers},
+      {&FLAGS_exec_output_tail_bytes, "exec_output_tail_bytes", 0, &engine.exec_output_tail_bytes},
+  };
+  for (const SizeFlag& size : sizes) {
+    absl::StatusOr<size_t> value = Bound(*size.flag, size.name, size.min);
+    if (!value.ok()) return value.status();
+    *size.out = *value;
+  }
+  if (max_request_bytes > (1u << 30)) {
+    return absl::InvalidArgumentError("--max_request_bytes must be <= 1073741824");
+  }
+  options.max_request_bytes = static_cast<int>(max_request_bytes);
+
+  for (const std::string& program : absl::GetFlag(FLAGS_exec_allow)) {
+    if (program.empty() || program[0] != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--exec_allow: \"", program, "\" is not an absolute path"));
+    }
+    engine.exec_allow.push_back(program);
+  }
+  engine.exec_path = absl::GetFlag(FLAGS_exec_path);
+  const absl::Duration grace = absl::GetFlag(FLAGS_exec_kill_grace);
+  if (grace < absl::ZeroDuration() || grace > absl::Hours(1)) {
+    return absl::InvalidArgumentError("--exec_kill_grace must be from 0s to 1h");
+  }
+  engine.exec_kill_grace = absl::ToChronoMilliseconds(grace);
+  if (geteuid() == 0) {
+    const std::string user = absl::GetFlag(FLAGS_exec_user);
+    struct passwd entry;
+    struct passwd* found = nullptr;
+    std::vector<char> buffer(16384);
+    if (getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+        found == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--exec_user: no user named \"", user, "\" on this host"));
+    }
+    engine.exec_run_as = cotask::process::Credentials{found->pw_uid, found->pw_gid};
+  }
+  return options;
 }
 
 }  // namespace
@@ -47,26 +159,27 @@ int main(int argc, char** argv) {
 
   absl::SetProgramUsageMessage(
       "cotaskd: the cotask task scheduler server.\n"
-      "Usage: cotaskd [--address=127.0.0.1:50051] [--drain_period=10s]\n"
+      "Usage: cotaskd [--address=127.0.0.1:50051] [--exec_allow=/bin/echo,...] [flags]\n"
       "Every flag may also be set from the environment as COTASK_<FLAG NAME IN CAPITALS>.");
   if (absl::Status status = cotask::service::ApplyFlagsFromEnvironment(); !status.ok()) {
     Log(absl::StrCat("error: ", status.message()));
     return 2;
   }
   absl::ParseCommandLine(argc, argv);
-  if (absl::GetFlag(FLAGS_drain_period) < absl::ZeroDuration()) {
-    Log("error: --drain_period must be >= 0s");
+  absl::StatusOr<cotask::service::ServerOptions> options = OptionsFromFlags();
+  if (!options.ok()) {
+    Log(absl::StrCat("error: ", options.status().message()));
     return 2;
   }
-
-  cotask::service::ServerOptions options;
-  options.address = absl::GetFlag(FLAGS_address);
-  auto server = cotask::service::Server::Start(options);
+  const size_t allowed = options->engine.exec_allow.size();
+  auto server = cotask::service::Server::Start(*std::move(options));
   if (!server.ok()) {
     Log(absl::StrCat("error: ", server.status().message()));
     return 1;
   }
-  Log(absl::StrCat("listening on ", (*server)->address()));
+  Log(absl::StrCat("listening on ", (*server)->address(), "; exec: ",
+                   allowed == 0 ? std::string("disabled (--exec_allow is empty)")
+                                : absl::StrCat(allowed, " programs allowed")));
 
   while (true) {
     int signal_number = 0;
@@ -75,7 +188,7 @@ int main(int argc, char** argv) {
       Log("SIGHUP: nothing to reload");
       continue;
     }
-    const absl::Duration drain = absl::GetFlag(FLAGS_drain_period);
+    const absl::Duration drain = absl::GetFlag(FLAGS_drain_timeout);
     Log(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining, up to ",
                      absl::FormatDuration(drain)));
     (*server)->Shutdown(drain);

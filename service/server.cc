@@ -6,13 +6,18 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
+#include <future>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "scheduler/process/process_supervisor.h"
+#include "scheduler/runtime/event_loop.h"
+#include "scheduler/runtime/task.h"
 
 namespace cotask::service {
-
 namespace {
 
 // host:port -> host, for reporting the bound address ("[::1]:0" -> "[::1]").
@@ -21,43 +26,150 @@ absl::string_view HostOf(absl::string_view address) {
   return colon == absl::string_view::npos ? address : address.substr(0, colon);
 }
 
+// A loop on a thread of its own; Stop() makes it return, shuts it down and joins the thread.
+class LoopThread {
+ public:
+  explicit LoopThread(std::unique_ptr<runtime::EventLoop> loop) : loop_(std::move(loop)) {}
+  ~LoopThread() { Stop(); }
+
+  runtime::EventLoop& loop() { return *loop_; }
+  // setup runs on the thread before the loop does, teardown after it has stopped.
+  void Run(std::function<void()> setup, std::function<void()> teardown) {
+    thread_ = std::thread([this, setup = std::move(setup), teardown = std::move(teardown)] {
+      if (setup) setup();
+      loop_->Run();
+      if (teardown) teardown();
+      loop_->Shutdown();
+    });
+  }
+  void Stop() {
+    if (!thread_.joinable()) return;
+    loop_->Post([loop = loop_.get()] { loop->Stop(); });
+    thread_.join();
+  }
+
+ private:
+  std::unique_ptr<runtime::EventLoop> loop_;
+  std::thread thread_;
+};
+
+runtime::Task<void> DrainThenSignal(engine::Engine* engine, runtime::EventLoop::Duration timeout,
+                                    std::promise<void>* done) {
+  absl::Status status = co_await engine->Drain(timeout);
+  done->set_value();
+  co_return status;
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+struct Server::State {
+  ServerOptions options;
+  std::unique_ptr<LoopThread> engine_thread;
+  // Made and destroyed on the engine thread.
+  std::unique_ptr<process::ProcessSupervisor> processes;
+  std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<SchedulerService> scheduler;
+  std::vector<std::unique_ptr<LoopThread>> io_threads;
+  std::unique_ptr<grpc::Server> server;
+  std::string address;
+  int port = 0;
+  bool shut_down = false;
+
+  // Stops the loops: I/O first (their handlers may still hop to the engine), then the engine.
+  void StopLoops() {
+    for (auto& io : io_threads) io->Stop();
+    io_threads.clear();
+    if (engine_thread) engine_thread->Stop();
+  }
+};
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
+  auto state = std::make_unique<State>();
+  state->options = std::move(options);
+  const ServerOptions& opts = state->options;
+
+  // The engine's loop and thread first: the service needs the engine to exist.
+  state->engine_thread = std::make_unique<LoopThread>(std::make_unique<runtime::EventLoop>());
+  std::promise<void> engine_ready;
+  State* s = state.get();
+  runtime::EventLoop& engine_loop = state->engine_thread->loop();
+  state->engine_thread->Run(
+      [s, &engine_loop, &engine_ready] {
+        s->processes = std::make_unique<process::ProcessSupervisor>(engine_loop);
+        s->engine = std::make_unique<engine::Engine>(engine_loop, *s->processes, s->options.engine);
+        engine_ready.set_value();
+      },
+      [s] {
+        s->engine.reset();
+        s->processes.reset();
+      });
+  engine_ready.get_future().wait();
+
+  state->scheduler =
+      std::make_unique<SchedulerService>(*state->engine, engine_loop, opts.scheduler);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &port);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
+  builder.AddListeningPort(opts.address, grpc::InsecureServerCredentials(), &state->port);
+  builder.RegisterService(state->scheduler->service());
+  builder.SetMaxReceiveMessageSize(opts.max_request_bytes);
+  std::vector<grpc::ServerCompletionQueue*> queues;
+  for (int i = 0; i < std::max(1, opts.io_threads); ++i) {
+    std::unique_ptr<grpc::ServerCompletionQueue> queue = builder.AddCompletionQueue();
+    queues.push_back(queue.get());
+    state->io_threads.push_back(
+        std::make_unique<LoopThread>(std::make_unique<runtime::EventLoop>(std::move(queue))));
+  }
+  state->server = builder.BuildAndStart();
+  if (state->server == nullptr || state->port == 0) {
+    // The queues were never used by a server: their loops can shut down without one.
+    state->server.reset();
+    state->StopLoops();
     return absl::UnavailableError(absl::StrCat(
-        "cannot listen on --address=", options.address,
+        "cannot listen on --address=", opts.address,
         ": it must be host:port with a free port (0 picks one), on an interface of this host"));
   }
-  std::string address = absl::StrCat(HostOf(options.address), ":", port);
-  return std::unique_ptr<Server>(new Server(std::move(server), std::move(address), port));
+  for (size_t i = 0; i < queues.size(); ++i) {
+    LoopThread& io = *state->io_threads[i];
+    state->scheduler->Listen(io.loop(), *queues[i]);
+    io.Run(nullptr, nullptr);
+  }
+  state->address = absl::StrCat(HostOf(opts.address), ":", state->port);
+  std::unique_ptr<Server> server(new Server(std::move(state)));
+  server->SetServing(true);
+  return server;
 }
 
-Server::Server(std::unique_ptr<grpc::Server> server, std::string address, int port)
-    : server_(std::move(server)), address_(std::move(address)), port_(port) {
-  SetServing(true);
-}
+Server::Server(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 Server::~Server() { Shutdown(absl::ZeroDuration()); }
 
+const std::string& Server::address() const { return state_->address; }
+int Server::port() const { return state_->port; }
+
 void Server::SetServing(bool serving) {
-  if (auto* health = server_->GetHealthCheckService(); health != nullptr) {
+  if (auto* health = state_->server->GetHealthCheckService(); health != nullptr) {
     health->SetServingStatus(serving);
   }
 }
 
-void Server::Shutdown(absl::Duration drain) {
-  if (shut_down_) return;
-  shut_down_ = true;
+void Server::Shutdown(absl::Duration drain_timeout) {
+  if (state_->shut_down) return;
+  state_->shut_down = true;
   SetServing(false);
-  server_->Shutdown(absl::ToChronoTime(absl::Now() + drain));
-  server_->Wait();
+  std::promise<void> drained;
+  engine::Engine* engine = state_->engine.get();
+  const auto timeout = absl::ToChronoNanoseconds(drain_timeout);
+  if (state_->engine_thread->loop().Post([engine, timeout, &drained] {
+        runtime::CreateTask(DrainThenSignal(engine, timeout, &drained));
+      })) {
+    drained.get_future().wait();
+  }
+  // Every task and group has ended, so every Watch has seen its last event; what is still
+  // open is a slow reader or a unary call finishing: a second is plenty.
+  state_->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  state_->server->Wait();
+  state_->StopLoops();
 }
 
 }  // namespace cotask::service

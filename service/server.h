@@ -1,8 +1,12 @@
-// Server: cotaskd's gRPC server. It serves grpc.health.v1.Health and server reflection (so
-// grpcurl and grpcui work); the task API joins it with the engine.
+// Server: cotaskd's gRPC server and the engine behind it.
 //
-// Thread-safety: Start, SetServing and Shutdown may be called from any thread, but Shutdown
-// must not be called from a thread that polls one of the server's completion queues.
+// It serves cotask.v1.Scheduler, grpc.health.v1.Health and server reflection (so grpcurl and
+// grpcui work). Threads: one runs the engine's event loop (tasks, groups, executors); each of
+// `io_threads` runs the event loop of one server completion queue, where the handlers of the
+// calls live and from which they hop to the engine and back.
+//
+// Thread-safety: Start, SetServing and Shutdown may be called from any thread that does not
+// run one of the server's loops.
 #ifndef COTASK_SERVICE_SERVER_H_
 #define COTASK_SERVICE_SERVER_H_
 
@@ -11,41 +15,46 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-
-namespace grpc {
-class Server;
-}
+#include "scheduler/engine/engine.h"
+#include "service/scheduler_service.h"
 
 namespace cotask::service {
 
 struct ServerOptions {
   // host:port to listen on; port 0 picks a free port (see Server::address()).
   std::string address = "127.0.0.1:50051";
+  int io_threads = 1;
+  // The largest request message accepted (gRPC answers RESOURCE_EXHAUSTED past it).
+  int max_request_bytes = 4 << 20;
+  engine::EngineOptions engine;
+  SchedulerServiceOptions scheduler;
 };
 
 class Server {
  public:
   // UNAVAILABLE (naming the address) if it cannot listen there.
-  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options);
+  // Shutdown(0) if it has not been called.
   ~Server();
 
   // host:port actually bound, with the real port when 0 was asked for.
-  const std::string& address() const { return address_; }
-  int port() const { return port_; }
+  const std::string& address() const;
+  int port() const;
 
   // What grpc.health.v1.Health answers for the server as a whole ("") and for each service.
   void SetServing(bool serving);
 
-  // Stops accepting calls; calls in flight get until `drain` to finish, then are cancelled.
-  void Shutdown(absl::Duration drain);
+  // The drain: health turns NOT_SERVING and new tasks and groups are refused with UNAVAILABLE;
+  // tasks get `drain_timeout` to end, then what is left is cancelled (exec processes get their
+  // kill grace); once every task and group has ended, open calls (watches) end and the
+  // threads stop.
+  void Shutdown(absl::Duration drain_timeout);
+
+  struct State;
 
  private:
-  Server(std::unique_ptr<grpc::Server> server, std::string address, int port);
-
-  std::unique_ptr<grpc::Server> server_;
-  std::string address_;
-  int port_;
-  bool shut_down_ = false;
+  explicit Server(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace cotask::service

@@ -10,7 +10,6 @@
 
 #include <chrono>
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -18,6 +17,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "tests/daemon.h"
 #include "tests/subprocess.h"
 
 namespace cotask {
@@ -30,33 +30,8 @@ using ::testing::HasSubstr;
 using ::testing::IsSupersetOf;
 using namespace std::chrono_literals;
 
-constexpr auto kStartTimeout = 20s;
-
-struct Daemon {
-  testing::Subprocess process;
-  std::string address;
-};
-
-absl::StatusOr<Daemon> StartDaemon(std::vector<std::string> args,
-                                   const std::vector<std::string>& env = {}) {
-  args.insert(args.begin(), COTASKD_PATH);
-  auto process = testing::Subprocess::Start(args, env);
-  if (!process.ok()) return process.status();
-  auto log = process->WaitForStderr("listening on ", kStartTimeout);
-  if (!log.ok()) return log.status();
-  std::smatch match;
-  if (!std::regex_search(*log, match, std::regex("listening on (127\\.0\\.0\\.1:[0-9]+)"))) {
-    return absl::InternalError("no address in: " + *log);
-  }
-  return Daemon{std::move(*process), match[1]};
-}
-
-std::unique_ptr<grpc::ClientContext> ContextWithDeadline(
-    std::chrono::milliseconds timeout = 5000ms) {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() + timeout);
-  return context;
-}
+using testing::ContextWithDeadline;
+using testing::StartDaemon;
 
 TEST(CotaskdTest, AnswersHealthChecksAsServing) {
   auto daemon = StartDaemon({"--address=127.0.0.1:0"});
@@ -88,13 +63,13 @@ TEST(CotaskdTest, ServesReflectionListingItsServices) {
   for (const auto& service : response.list_services_response().service()) {
     names.push_back(service.name());
   }
-  EXPECT_THAT(names,
-              IsSupersetOf({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}));
+  EXPECT_THAT(names, IsSupersetOf({"cotask.v1.Scheduler", "grpc.health.v1.Health",
+                                   "grpc.reflection.v1alpha.ServerReflection"}));
   EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST(CotaskdTest, SigtermDrainsAndExitsZero) {
-  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--drain_period=3s"});
+  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--drain_timeout=3s"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   // A health watcher sees NOT_SERVING when the drain starts.
   auto channel = grpc::CreateChannel(daemon->address, grpc::InsecureChannelCredentials());
@@ -152,17 +127,17 @@ TEST(CotaskdTest, BadSettingsAreOneClearErrorAndANonZeroExit) {
        1,
        "error: cannot listen on --address=256.0.0.1:0: it must be host:port"},
       {{},
-       {"COTASK_DRAIN_PERIOD=soon", "COTASK_ADDRESS=127.0.0.1:0"},
+       {"COTASK_DRAIN_TIMEOUT=soon", "COTASK_ADDRESS=127.0.0.1:0"},
        2,
-       "error: COTASK_DRAIN_PERIOD=\"soon\" is not a valid --drain_period"},
-      {{"--address=127.0.0.1:0", "--drain_period=-1s"},
+       "error: COTASK_DRAIN_TIMEOUT=\"soon\" is not a valid --drain_timeout"},
+      {{"--address=127.0.0.1:0", "--drain_timeout=-1s"},
        {},
        2,
-       "error: --drain_period must be >= 0s"},
+       "error: --drain_timeout must be >= 0s"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = c.args;
-    args.insert(args.begin(), COTASKD_PATH);
+    args.insert(args.begin(), testing::CotaskdPath());
     auto process = testing::Subprocess::Start(args, c.env);
     ASSERT_TRUE(process.ok());
     auto exit_status = process->Wait(20s);

@@ -58,8 +58,7 @@ absl::Status ValidateName(const std::string& name, const char* field) {
                         absl::StrCat(kMaxGroupNameBytes, " bytes"));
   }
   for (char c : name) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' &&
-        c != '-') {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
       return InvalidField(field, "a group name may only have [A-Za-z0-9._-]");
     }
   }
@@ -165,9 +164,8 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
           return InvalidField("spec.sleep.error.code", "must be a google.rpc.Code from 1 to 16",
                               "1..16");
         }
-        COTASK_RETURN_IF_ERROR(ValidateBytes(sleep.error().ByteSizeLong(),
-                                                    "spec.sleep.error",
-                                                    options_.max_payload_bytes));
+        COTASK_RETURN_IF_ERROR(ValidateBytes(sleep.error().ByteSizeLong(), "spec.sleep.error",
+                                             options_.max_payload_bytes));
       }
       break;
     }
@@ -198,8 +196,7 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
                                              : "not a variable name ([A-Za-z_][A-Za-z0-9_]*)");
         }
         if (absl::StrContains(value, '\0')) {
-          return InvalidField(absl::StrCat("spec.exec.env[\"", name, "\"]"),
-                              "contains a NUL byte");
+          return InvalidField(absl::StrCat("spec.exec.env[\"", name, "\"]"), "contains a NUL byte");
         }
         bytes += name.size() + value.size() + 2;
       }
@@ -211,13 +208,13 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
           ValidateBytes(exec.stdin().size(), "spec.exec.stdin", options_.max_payload_bytes));
       if (exec.has_kill_grace()) {
         COTASK_RETURN_IF_ERROR(
-            ValidateDuration(exec.kill_grace(), "spec.exec.kill_grace", absl::Hours(1))
-                .status());
+            ValidateDuration(exec.kill_grace(), "spec.exec.kill_grace", absl::Hours(1)).status());
       }
       const std::string& program = exec.argv(0);
       if (program.empty() || program[0] != '/') {
-        return InvalidField("spec.exec.argv[0]", "must be an absolute path (nothing is looked "
-                                                 "up in PATH)");
+        return InvalidField("spec.exec.argv[0]",
+                            "must be an absolute path (nothing is looked "
+                            "up in PATH)");
       }
       if (options_.exec_allow.empty()) {
         return Error(absl::StatusCode::kFailedPrecondition, "EXEC_DISABLED",
@@ -258,8 +255,7 @@ absl::StatusOr<v1::Task> Engine::CreateTask(const v1::CreateTaskRequest& request
   return std::move(*created.mutable_tasks(0));
 }
 
-absl::StatusOr<v1::CreateTasksResponse> Engine::CreateTasks(
-    const v1::CreateTasksRequest& request) {
+absl::StatusOr<v1::CreateTasksResponse> Engine::CreateTasks(const v1::CreateTasksRequest& request) {
   return CreateBatch(request, /*name_items=*/true);
 }
 
@@ -290,11 +286,11 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(const v1::CreateTask
     ++new_tasks;
   }
   if (pending_tasks_ + new_tasks > options_.max_pending_tasks) {
-    return Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_PENDING_TASKS",
-                 absl::StrCat("the server has ", pending_tasks_, " tasks that have not ended; ",
-                              new_tasks, " more would pass --max_pending_tasks=",
-                              options_.max_pending_tasks),
-                 {{"bound", absl::StrCat(options_.max_pending_tasks)}});
+    return Error(
+        absl::StatusCode::kResourceExhausted, "TOO_MANY_PENDING_TASKS",
+        absl::StrCat("the server has ", pending_tasks_, " tasks that have not ended; ", new_tasks,
+                     " more would pass --max_pending_tasks=", options_.max_pending_tasks),
+        {{"bound", absl::StrCat(options_.max_pending_tasks)}});
   }
   v1::CreateTasksResponse response;
   for (const v1::CreateTaskRequest& one : request.requests()) {
@@ -358,8 +354,8 @@ runtime::Task<void> Engine::Life(TaskRecord* task) {
   const v1::TaskOptions& options = task->task.options();
   absl::Duration timeout = absl::ZeroDuration();
   if (options.has_timeout()) {
-    timeout = absl::Seconds(options.timeout().seconds()) +
-              absl::Nanoseconds(options.timeout().nanos());
+    timeout =
+        absl::Seconds(options.timeout().seconds()) + absl::Nanoseconds(options.timeout().nanos());
   }
   // (Not a conditional expression: GCC 12 mishandles co_await inside ?:.)
   runtime::ResultOf<Outcome> outcome = absl::InternalError("not run");
@@ -404,14 +400,12 @@ runtime::Task<Engine::Outcome> Engine::RunSleep(TaskRecord* task) {
   co_return Outcome{absl::OkStatus()};
 }
 
-void Engine::AppendOutput(TaskRecord& task, process::OutputStream stream,
-                          absl::string_view bytes) {
+void Engine::AppendOutput(TaskRecord& task, process::OutputStream stream, absl::string_view bytes) {
   v1::Event event;
   event.set_task(task.task.id());
   *event.mutable_time() = Now();
-  event.mutable_output()->set_stream(stream == process::OutputStream::kStdout
-                                         ? v1::Output::STDOUT
-                                         : v1::Output::STDERR);
+  event.mutable_output()->set_stream(stream == process::OutputStream::kStdout ? v1::Output::STDOUT
+                                                                              : v1::Output::STDERR);
   event.mutable_output()->set_data(std::string(bytes));
   NoteLogDrop(task.log.Append(std::move(event)));
   // The tail kept for the result: trimmed in amortized O(1) by letting it grow to twice.
@@ -559,10 +553,9 @@ absl::StatusOr<v1::Task> Engine::GetTask(const v1::GetTaskRequest& request) cons
   return record->task;
 }
 
-absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(
-    const v1::ListTasksRequest& request) const {
+absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksRequest& request) const {
   COTASK_ASSIGN_OR_RETURN(int page_size,
-                                 PageSize(request.page_size(), kDefaultPageSize, kMaxPageSize));
+                          PageSize(request.page_size(), kDefaultPageSize, kMaxPageSize));
   if (!v1::Task::State_IsValid(request.state())) {
     return InvalidField("state", absl::StrCat("unknown value ", request.state()));
   }
@@ -618,8 +611,8 @@ absl::StatusOr<v1::CancelTaskResponse> Engine::CancelTask(const v1::CancelTaskRe
   COTASK_RETURN_IF_ERROR(
       ValidateBytes(request.message().size(), "message", options_.max_payload_bytes));
   v1::CancelTaskResponse response;
-  response.set_cancelled(CancelTaskRecord(
-      *record, request.message().empty() ? "CancelTask" : request.message()));
+  response.set_cancelled(
+      CancelTaskRecord(*record, request.message().empty() ? "CancelTask" : request.message()));
   *response.mutable_task() = record->task;
   return response;
 }
@@ -654,9 +647,8 @@ absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& requ
   std::optional<absl::Time> deadline;
   const absl::Time now = absl::Now();
   if (request.has_timeout()) {
-    COTASK_ASSIGN_OR_RETURN(
-        absl::Duration timeout,
-        ValidateDuration(request.timeout(), "timeout", options_.max_duration));
+    COTASK_ASSIGN_OR_RETURN(absl::Duration timeout,
+                            ValidateDuration(request.timeout(), "timeout", options_.max_duration));
     deadline = now + timeout;
   }
   if (request.has_deadline()) {
@@ -741,7 +733,7 @@ absl::StatusOr<v1::Group> Engine::GetGroup(const v1::GetGroupRequest& request) c
 absl::StatusOr<v1::ListGroupsResponse> Engine::ListGroups(
     const v1::ListGroupsRequest& request) const {
   COTASK_ASSIGN_OR_RETURN(int page_size,
-                                 PageSize(request.page_size(), kDefaultPageSize, kMaxPageSize));
+                          PageSize(request.page_size(), kDefaultPageSize, kMaxPageSize));
   if (!v1::Group::State_IsValid(request.state())) {
     return InvalidField("state", absl::StrCat("unknown value ", request.state()));
   }
@@ -783,14 +775,13 @@ absl::StatusOr<v1::Group> Engine::CloseGroup(const v1::CloseGroupRequest& reques
   return record->group;
 }
 
-absl::StatusOr<v1::CancelGroupResponse> Engine::CancelGroup(
-    const v1::CancelGroupRequest& request) {
+absl::StatusOr<v1::CancelGroupResponse> Engine::CancelGroup(const v1::CancelGroupRequest& request) {
   COTASK_ASSIGN_OR_RETURN(GroupRecord * record, FindGroup(request.name(), "name"));
   COTASK_RETURN_IF_ERROR(
       ValidateBytes(request.message().size(), "message", options_.max_payload_bytes));
   v1::CancelGroupResponse response;
-  response.set_cancelled(CancelGroupRecord(
-      *record, request.message().empty() ? "CancelGroup" : request.message()));
+  response.set_cancelled(
+      CancelGroupRecord(*record, request.message().empty() ? "CancelGroup" : request.message()));
   *response.mutable_group() = record->group;
   return response;
 }
@@ -808,9 +799,8 @@ void Engine::AbortGroup(GroupRecord& record, const std::string& message) {
   if (record.group.state() == v1::Group::OPEN) TransitionGroup(record, v1::Group::CLOSED);
   // Cancelling may end children at once (those that never started), which changes the sets.
   std::vector<TaskRecord*> tasks(record.active_tasks.begin(), record.active_tasks.end());
-  std::sort(tasks.begin(), tasks.end(), [](TaskRecord* a, TaskRecord* b) {
-    return a->task.id() < b->task.id();
-  });
+  std::sort(tasks.begin(), tasks.end(),
+            [](TaskRecord* a, TaskRecord* b) { return a->task.id() < b->task.id(); });
   std::vector<GroupRecord*> groups(record.active_groups.begin(), record.active_groups.end());
   for (TaskRecord* task : tasks) {
     if (!task->task.options().shield()) CancelTaskRecord(*task, message);
@@ -868,8 +858,8 @@ void Engine::TransitionGroup(GroupRecord& record, v1::Group::State to) {
   const bool terminal = IsTerminal(to);
   absl::Status error;
   if (to == v1::Group::FAILED) {
-    error = Error(static_cast<absl::StatusCode>(group.failures(0).error().code()),
-                  "GROUP_FAILED", GroupFailureMessage(group.name(), group.failures()),
+    error = Error(static_cast<absl::StatusCode>(group.failures(0).error().code()), "GROUP_FAILED",
+                  GroupFailureMessage(group.name(), group.failures()),
                   {{"failures", absl::StrCat(group.failures_size())}});
   } else if (to == v1::Group::CANCELLED) {
     error = Error(absl::StatusCode::kCancelled, "CANCELLED",
@@ -961,7 +951,8 @@ runtime::Task<void> Engine::Drain(runtime::EventLoop::Duration timeout) {
   if (!waited.ok() && !absl::IsDeadlineExceeded(waited)) co_return waited;
   std::vector<GroupRecord*> groups;
   for (auto& [name, group] : groups_) {
-    if (group->parent == nullptr && !IsTerminal(group->group.state())) groups.push_back(group.get());
+    if (group->parent == nullptr && !IsTerminal(group->group.state()))
+      groups.push_back(group.get());
   }
   for (GroupRecord* group : groups) CancelGroupRecord(*group, "the server is shutting down");
   std::vector<TaskRecord*> tasks;

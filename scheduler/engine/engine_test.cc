@@ -6,14 +6,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
-#include "google/rpc/error_details.pb.h"
 #include "google/protobuf/util/time_util.h"
+#include "google/rpc/error_details.pb.h"
 #include "gtest/gtest.h"
 #include "scheduler/engine/errors.h"
 #include "scheduler/process/process_supervisor.h"
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
 #include "tests/status_matchers.h"
+#include "tests/task_requests.h"
 
 namespace cotask::engine {
 namespace {
@@ -23,28 +24,10 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
-v1::CreateTaskRequest SleepRequest(int64_t millis, std::string group = {}) {
-  v1::CreateTaskRequest request;
-  v1::SleepTask& sleep = *request.mutable_spec()->mutable_sleep();
-  sleep.mutable_duration()->set_seconds(millis / 1000);
-  sleep.mutable_duration()->set_nanos(static_cast<int32_t>(millis % 1000) * 1'000'000);
-  request.set_group(std::move(group));
-  return request;
-}
-
-v1::CreateTaskRequest FailingRequest(int64_t millis, std::string group = {}) {
-  v1::CreateTaskRequest request = SleepRequest(millis, std::move(group));
-  request.mutable_spec()->mutable_sleep()->mutable_error()->set_code(9);
-  request.mutable_spec()->mutable_sleep()->mutable_error()->set_message("on purpose");
-  return request;
-}
-
-v1::CreateGroupRequest GroupRequest(std::string name, std::string parent = {}) {
-  v1::CreateGroupRequest request;
-  request.set_name(std::move(name));
-  request.set_parent(std::move(parent));
-  return request;
-}
+using ::cotask::testing::ExecRequest;
+using ::cotask::testing::FailingRequest;
+using ::cotask::testing::GroupRequest;
+using ::cotask::testing::SleepRequest;
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -92,9 +75,11 @@ class EngineTest : public ::testing::Test {
     return *engine_->GetGroup(get);
   }
   void RunFor(std::chrono::milliseconds d) {
-    loop_.RunUntilComplete([](std::chrono::milliseconds d) -> runtime::Task<void> {
-      co_return co_await runtime::Sleep(d);
-    }(d)).IgnoreError();
+    loop_
+        .RunUntilComplete([](std::chrono::milliseconds d) -> runtime::Task<void> {
+          co_return co_await runtime::Sleep(d);
+        }(d))
+        .IgnoreError();
   }
   v1::CloseGroupRequest Close(const std::string& name) {
     v1::CloseGroupRequest request;
@@ -135,8 +120,8 @@ TEST_F(EngineTest, SleepTaskWithAnErrorFailsWithIt) {
   ASSERT_TRUE(created.ok());
   v1::Task task = AwaitTask(created->id());
   EXPECT_EQ(task.state(), v1::Task::FAILED);
-  EXPECT_EQ(task.error().code(), 9);
-  EXPECT_EQ(task.error().message(), "on purpose");
+  EXPECT_EQ(task.error().code(), 13);
+  EXPECT_EQ(task.error().message(), "failed on purpose");
 }
 
 TEST_F(EngineTest, TimeoutEndsTheTaskTimedOut) {
@@ -188,7 +173,7 @@ TEST_F(EngineTest, FirstFailureCancelsSiblingsAndTheGroupListsIt) {
   EXPECT_EQ(group.failures(0).task(), bad->id());
   EXPECT_EQ(group.failures(0).state(), v1::Task::FAILED);
   EXPECT_THAT(group.error().message(), HasSubstr(bad->id()));
-  EXPECT_THAT(group.error().message(), HasSubstr("on purpose"));
+  EXPECT_THAT(group.error().message(), HasSubstr("failed on purpose"));
   EXPECT_EQ(AwaitTask(slow1->id()).state(), v1::Task::CANCELLED);
   EXPECT_EQ(AwaitTask(slow2->id()).state(), v1::Task::CANCELLED);
   // The failure closed the group.
@@ -224,9 +209,9 @@ TEST_F(EngineTest, ClosedGroupEndsWhenItsLastChildEnds) {
   EXPECT_EQ(group.children(), 2);
   EXPECT_EQ(group.active_children(), 0);
   EXPECT_EQ(AwaitTask(b->id()).state(), v1::Task::SUCCEEDED);
-  EXPECT_GE(google::protobuf::util::TimeUtil::TimestampToNanoseconds(group.end_time()),
-            google::protobuf::util::TimeUtil::TimestampToNanoseconds(
-                AwaitTask(b->id()).end_time()));
+  EXPECT_GE(
+      google::protobuf::util::TimeUtil::TimestampToNanoseconds(group.end_time()),
+      google::protobuf::util::TimeUtil::TimestampToNanoseconds(AwaitTask(b->id()).end_time()));
 }
 
 TEST_F(EngineTest, OpenGroupDoesNotEndWhenItsChildrenHave) {
@@ -369,11 +354,10 @@ TEST_F(EngineTest, BadInputNamesTheFieldAndTheBound) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("labels[\"no spaces\"]")));
   EXPECT_THAT(e.CreateTask(SleepRequest(0, "nope")).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("group: no group")));
-  v1::CreateTaskRequest exec;
-  exec.mutable_spec()->mutable_exec();
+  v1::CreateTaskRequest exec = ExecRequest({});
   EXPECT_THAT(e.CreateTask(exec).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spec.exec.argv")));
-  exec.mutable_spec()->mutable_exec()->add_argv("/bin/true");
+  exec = ExecRequest({"/bin/true"});
   EXPECT_THAT(e.CreateTask(exec).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--exec_allow")));
   v1::CreateTasksRequest batch;
@@ -383,8 +367,8 @@ TEST_F(EngineTest, BadInputNamesTheFieldAndTheBound) {
   ASSERT_TRUE(e.CreateTask(SleepRequest(10'000)).ok());
   ASSERT_TRUE(e.CreateTask(SleepRequest(10'000)).ok());
   auto full = e.CreateTask(SleepRequest(0));
-  EXPECT_THAT(full.status(), StatusIs(absl::StatusCode::kResourceExhausted,
-                                      HasSubstr("--max_pending_tasks=2")));
+  EXPECT_THAT(full.status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max_pending_tasks=2")));
   EXPECT_EQ(ErrorReason(full.status()), "TOO_MANY_PENDING_TASKS");
   EXPECT_EQ(e.counts().tasks, 2u);
 }
@@ -455,6 +439,43 @@ TEST_F(EngineTest, DrainRefusesNewWorkAndCancelsWhatOutlivesIt) {
   EXPECT_EQ(cancelled.state(), v1::Task::CANCELLED);
   EXPECT_THAT(cancelled.cancel_message(), HasSubstr("shutting down"));
   EXPECT_EQ(AwaitGroup("g").state(), v1::Group::CANCELLED);
+}
+
+TEST_F(EngineTest, ExecTaskStreamsItsOutputThenEndsWithItsExitCode) {
+  EngineOptions options;
+  options.exec_allow = {"/bin/sh"};
+  v1::CreateTaskRequest request =
+      ExecRequest({"/bin/sh", "-c", "echo \"$GREETING\"; echo oops >&2; exit 7"});
+  (*request.mutable_spec()->mutable_exec()->mutable_env())["GREETING"] = "hello";
+  auto created = engine(options).CreateTask(request);
+  ASSERT_TRUE(created.ok()) << created.status();
+  v1::WatchRequest target;
+  target.set_task(created->id());
+  std::string out, err;
+  for (const v1::Event& event : WatchAll(target)) {
+    if (event.has_output()) {
+      (event.output().stream() == v1::Output::STDOUT ? out : err) += event.output().data();
+    }
+  }
+  EXPECT_EQ(out, "hello\n");
+  EXPECT_EQ(err, "oops\n");
+  v1::Task task = AwaitTask(created->id());
+  EXPECT_EQ(task.state(), v1::Task::FAILED);
+  EXPECT_EQ(task.result().exit_code(), 7);
+  EXPECT_EQ(task.error().message(), "/bin/sh exited with code 7");
+}
+
+TEST_F(EngineTest, CancelledExecTaskIsKilledAndEndsCancelled) {
+  EngineOptions options;
+  options.exec_allow = {"/bin/sleep"};
+  options.exec_kill_grace = 100ms;
+  auto created = engine(options).CreateTask(ExecRequest({"/bin/sleep", "600"}));
+  ASSERT_TRUE(created.ok());
+  RunFor(50ms);
+  v1::CancelTaskRequest cancel;
+  cancel.set_id(created->id());
+  ASSERT_TRUE(engine_->CancelTask(cancel)->cancelled());
+  EXPECT_EQ(AwaitTask(created->id()).state(), v1::Task::CANCELLED);
 }
 
 }  // namespace

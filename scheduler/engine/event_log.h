@@ -2,8 +2,8 @@
 //
 // Sequence numbers start at 1 and have no gaps. The log keeps at most `max_bytes` of events
 // (their serialized size), dropping the oldest first; a reader asking for dropped events gets
-// one Truncated event in their place (numbered as the last dropped one), never a silent gap. The last event appended may end the
-// log (a terminal state): readers then know nothing follows.
+// one Truncated event in their place (numbered as the last dropped one), never a silent gap. The
+// last event appended may end the log (a terminal state): readers then know nothing follows.
 //
 // Watchers wait with `co_await log.Changed()->Wait()`: the event is set, once, by the next
 // Append. Loop thread only.

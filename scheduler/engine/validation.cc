@@ -15,8 +15,8 @@ namespace cotask::engine {
 namespace {
 
 bool IsLabelKeyChar(char c) {
-  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
-         c == '-' || c == '/';
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ||
+         c == '/';
 }
 
 // A stable fingerprint of a query (FNV-1a over its deterministic serialization): the same
@@ -57,10 +57,9 @@ absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string
       }
     }
     if (value.size() > bounds.max_value_bytes) {
-      return InvalidField(key_field,
-                          absl::StrCat("a label value of ", value.size(),
-                                       " bytes, more than the limit"),
-                          absl::StrCat(bounds.max_value_bytes, " bytes"));
+      return InvalidField(
+          key_field, absl::StrCat("a label value of ", value.size(), " bytes, more than the limit"),
+          absl::StrCat(bounds.max_value_bytes, " bytes"));
     }
   }
   return absl::OkStatus();

@@ -1,0 +1,86 @@
+#include "scheduler/runtime/run_on.h"
+
+#include <chrono>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "scheduler/runtime/sleep.h"
+#include "scheduler/runtime/status_macros.h"
+#include "tests/status_matchers.h"
+
+namespace cotask::runtime {
+namespace {
+
+using ::cotask::testing::StatusIs;
+using namespace std::chrono_literals;
+
+// The other loop, on a thread of its own, until the test ends.
+class OtherLoop {
+ public:
+  OtherLoop()
+      : thread_([this] {
+          loop_.Run();
+          loop_.Shutdown();
+        }) {}
+  ~OtherLoop() { Stop(); }
+  void Stop() {
+    if (!thread_.joinable()) return;
+    loop_.Post([this] { loop_.Stop(); });
+    thread_.join();
+  }
+  EventLoop& loop() { return loop_; }
+
+ private:
+  EventLoop loop_;
+  std::thread thread_;
+};
+
+Task<std::thread::id> ThreadOf(EventLoop::Duration delay) {
+  COTASK_CO_RETURN_IF_ERROR(co_await Sleep(delay));
+  co_return std::this_thread::get_id();
+}
+
+Task<std::thread::id> HopAndBack(EventLoop* other, EventLoop::Duration delay) {
+  COTASK_CO_ASSIGN_OR_RETURN(std::thread::id remote, co_await RunOn(*other, ThreadOf(delay)));
+  co_return remote;
+}
+
+TEST(RunOnTest, RunsOnTheTargetLoopAndResumesOnTheCallersOwn) {
+  OtherLoop other;
+  EventLoop loop;
+  absl::StatusOr<std::thread::id> remote = loop.RunUntilComplete(HopAndBack(&other.loop(), 1ms));
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  EXPECT_NE(*remote, std::this_thread::get_id());
+}
+
+TEST(RunOnTest, CancellingTheCallerCancelsTheRemoteTask) {
+  OtherLoop other;
+  EventLoop loop;
+  TaskHandle<std::thread::id> call = loop.CreateTask(HopAndBack(&other.loop(), 1h));
+  loop.CallLater(5ms, [&] { call.Cancel("stop"); });
+  EXPECT_THAT(loop.RunUntilComplete(call).status(), StatusIs(absl::StatusCode::kCancelled, "stop"));
+}
+
+TEST(RunOnTest, CancelledBeforeTheRemoteStartsItNeverRuns) {
+  OtherLoop other;
+  EventLoop loop;
+  TaskHandle<std::thread::id> call = loop.CreateTask(HopAndBack(&other.loop(), 0ms));
+  loop.CallSoon([&] { call.Cancel("early"); });
+  absl::StatusOr<std::thread::id> outcome = loop.RunUntilComplete(call);
+  // Either the cancel arrived first (CANCELLED) or the hop was quicker (a result): never a
+  // hang, never both.
+  if (!outcome.ok()) {
+    EXPECT_THAT(outcome.status(), StatusIs(absl::StatusCode::kCancelled, "early"));
+  }
+}
+
+TEST(RunOnTest, ATargetThatHasShutDownAnswersUnavailable) {
+  OtherLoop other;
+  other.Stop();
+  EventLoop loop;
+  EXPECT_THAT(loop.RunUntilComplete(HopAndBack(&other.loop(), 0ms)).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "the target event loop has shut down"));
+}
+
+}  // namespace
+}  // namespace cotask::runtime

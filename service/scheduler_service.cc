@@ -1,0 +1,163 @@
+#include "service/scheduler_service.h"
+
+#include <grpcpp/completion_queue.h>
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/async_stream.h>
+#include <grpcpp/support/async_unary_call.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "cotask/v1/scheduler.grpc.pb.h"
+#include "google/rpc/status.pb.h"
+#include "scheduler/engine/engine.h"
+#include "scheduler/engine/errors.h"
+#include "scheduler/runtime/run_on.h"
+#include "scheduler/runtime/status_macros.h"
+#include "service/internal/call_ops.h"
+
+namespace cotask::service {
+
+using internal::Op;
+using Async = v1::Scheduler::AsyncService;
+
+struct SchedulerService::Impl {
+  engine::Engine* engine;
+  runtime::EventLoop* engine_loop;
+  SchedulerServiceOptions options;
+  Async async;
+  std::atomic<size_t> watchers{0};
+};
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()),
+                      engine::ToRpcStatus(status).SerializeAsString());
+}
+
+namespace {
+
+using Impl = SchedulerService::Impl;
+
+// The engine's part of a unary call, run on the engine's loop.
+template <auto kMethod, class Request, class Reply>
+runtime::Task<Reply> CallEngine(engine::Engine* engine, Request request) {
+  co_return std::invoke(kMethod, *engine, request);
+}
+
+// One unary call of a method, from request to answer; it first puts up the next listener, so
+// that one call of each method is always being waited for.
+template <auto kRequest, auto kEngine, class Request, class Reply>
+runtime::Task<void> ServeUnary(Impl* impl, runtime::EventLoop* loop,
+                               grpc::ServerCompletionQueue* queue) {
+  grpc::ServerContext context;
+  Request request;
+  grpc::ServerAsyncResponseWriter<Reply> responder(&context);
+  const bool started = co_await Op([&](void* tag) {
+    (impl->async.*kRequest)(&context, &request, &responder, queue, queue, tag);
+  });
+  if (!started) co_return absl::OkStatus();  // the server is shutting down
+  loop->CreateTask(ServeUnary<kRequest, kEngine, Request, Reply>(impl, loop, queue));
+  absl::StatusOr<Reply> reply = co_await runtime::RunOn(
+      *impl->engine_loop, CallEngine<kEngine, Request, Reply>(impl->engine, std::move(request)));
+  if (reply.ok()) {
+    co_await Op([&](void* tag) { responder.Finish(*reply, grpc::Status::OK, tag); });
+  } else {
+    co_await Op([&](void* tag) { responder.FinishWithError(ToGrpcStatus(reply.status()), tag); });
+  }
+  co_return absl::OkStatus();
+}
+
+// Streams the watched log until its last event; OK then, an error otherwise.
+runtime::Task<void> StreamEvents(Impl* impl, const v1::WatchRequest* request,
+                                 grpc::ServerAsyncWriter<v1::Event>* writer) {
+  if (impl->watchers.fetch_add(1) >= impl->options.max_watchers) {
+    impl->watchers.fetch_sub(1);
+    co_return engine::Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_WATCHERS",
+                            absl::StrCat("the server has ", impl->options.max_watchers,
+                                         " Watch streams open (--max_watchers)"),
+                            {{"bound", absl::StrCat(impl->options.max_watchers)}});
+  }
+  struct Release {
+    std::atomic<size_t>* watchers;
+    ~Release() { watchers->fetch_sub(1); }
+  } release{&impl->watchers};
+  int64_t from = request->from_sequence();
+  while (true) {
+    COTASK_CO_ASSIGN_OR_RETURN(
+        engine::Engine::WatchBatch batch,
+        co_await runtime::RunOn(
+            *impl->engine_loop,
+            impl->engine->NextEvents(*request, from, impl->options.watch_batch_bytes)));
+    for (const v1::Event& event : batch.events) {
+      const bool written = co_await Op([&](void* tag) { writer->Write(event, tag); });
+      if (!written) co_return absl::CancelledError("the client has gone");
+    }
+    if (batch.ended) co_return absl::OkStatus();
+    from = batch.next_sequence;
+  }
+}
+
+runtime::Task<void> ServeWatch(Impl* impl, runtime::EventLoop* loop,
+                               grpc::ServerCompletionQueue* queue) {
+  grpc::ServerContext context;
+  v1::WatchRequest request;
+  grpc::ServerAsyncWriter<v1::Event> writer(&context);
+  internal::DoneSignal done;
+  done.Arm(context);
+  const bool started = co_await Op(
+      [&](void* tag) { impl->async.RequestWatch(&context, &request, &writer, queue, queue, tag); });
+  if (!started) co_return absl::OkStatus();
+  loop->CreateTask(ServeWatch(impl, loop, queue));
+  const absl::Status status = co_await StreamEvents(impl, &request, &writer);
+  co_await Op([&](void* tag) { writer.Finish(ToGrpcStatus(status), tag); });
+  co_await done.Wait();
+  co_return absl::OkStatus();
+}
+
+}  // namespace
+
+SchedulerService::SchedulerService(engine::Engine& engine, runtime::EventLoop& engine_loop,
+                                   SchedulerServiceOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->engine = &engine;
+  impl_->engine_loop = &engine_loop;
+  impl_->options = options;
+}
+
+SchedulerService::~SchedulerService() = default;
+
+grpc::Service* SchedulerService::service() { return &impl_->async; }
+
+void SchedulerService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQueue& queue) {
+  using E = engine::Engine;
+  Impl* impl = impl_.get();
+  loop.CreateTask(
+      ServeUnary<&Async::RequestCreateTask, &E::CreateTask, v1::CreateTaskRequest, v1::Task>(
+          impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestCreateTasks, &E::CreateTasks, v1::CreateTasksRequest,
+                             v1::CreateTasksResponse>(impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestGetTask, &E::GetTask, v1::GetTaskRequest, v1::Task>(
+      impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestListTasks, &E::ListTasks, v1::ListTasksRequest,
+                             v1::ListTasksResponse>(impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestCancelTask, &E::CancelTask, v1::CancelTaskRequest,
+                             v1::CancelTaskResponse>(impl, &loop, &queue));
+  loop.CreateTask(
+      ServeUnary<&Async::RequestCreateGroup, &E::CreateGroup, v1::CreateGroupRequest, v1::Group>(
+          impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestGetGroup, &E::GetGroup, v1::GetGroupRequest, v1::Group>(
+      impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestListGroups, &E::ListGroups, v1::ListGroupsRequest,
+                             v1::ListGroupsResponse>(impl, &loop, &queue));
+  loop.CreateTask(
+      ServeUnary<&Async::RequestCloseGroup, &E::CloseGroup, v1::CloseGroupRequest, v1::Group>(
+          impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestCancelGroup, &E::CancelGroup, v1::CancelGroupRequest,
+                             v1::CancelGroupResponse>(impl, &loop, &queue));
+  loop.CreateTask(ServeWatch(impl, &loop, &queue));
+}
+
+}  // namespace cotask::service
