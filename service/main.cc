@@ -54,6 +54,10 @@ ABSL_FLAG(std::string, exec_user, "nobody",
           "when cotaskd runs as root, exec tasks run as this user (and its primary group)");
 ABSL_FLAG(std::string, exec_path, "/usr/local/bin:/usr/bin:/bin",
           "PATH in exec tasks' environment (the only variable they get besides their own)");
+ABSL_FLAG(bool, adopt_orphans, true,
+          "become a child subreaper: processes that exec tasks leave behind are reparented to "
+          "cotaskd, killed once no running task's process group holds them, and reaped (no "
+          "zombies as a container's PID 1)");
 ABSL_FLAG(absl::Duration, exec_kill_grace, absl::Seconds(5),
           "after a cancelled exec task's SIGTERM, how long before SIGKILL (tasks may set "
           "their own)");
@@ -127,6 +131,7 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
     engine.exec_allow.push_back(program);
   }
   engine.exec_path = absl::GetFlag(FLAGS_exec_path);
+  options.adopt_orphans = absl::GetFlag(FLAGS_adopt_orphans);
   const absl::Duration grace = absl::GetFlag(FLAGS_exec_kill_grace);
   if (grace < absl::ZeroDuration() || grace > absl::Hours(1)) {
     return absl::InvalidArgumentError("--exec_kill_grace must be from 0s to 1h");

@@ -95,7 +95,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   runtime::EventLoop& engine_loop = state->engine_thread->loop();
   state->engine_thread->Run(
       [s, &engine_loop, &engine_ready] {
-        s->processes = std::make_unique<process::ProcessSupervisor>(engine_loop);
+        s->processes = std::make_unique<process::ProcessSupervisor>(
+            engine_loop, process::SupervisorOptions{.adopt_orphans = s->options.adopt_orphans});
         s->engine = std::make_unique<engine::Engine>(engine_loop, *s->processes, s->options.engine);
         engine_ready.set_value();
       },

@@ -26,6 +26,9 @@ struct ServerOptions {
   int io_threads = 1;
   // The largest request message accepted (gRPC answers RESOURCE_EXHAUSTED past it).
   int max_request_bytes = 4 << 20;
+  // Reparent orphaned descendants of exec tasks to cotaskd and reap them (see
+  // process::SupervisorOptions): no zombies when cotaskd is a container's PID 1.
+  bool adopt_orphans = true;
   engine::EngineOptions engine;
   SchedulerServiceOptions scheduler;
 };

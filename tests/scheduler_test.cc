@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -186,11 +187,14 @@ class SchedulerTest : public ::testing::Test {
                              "  [ $((i % 500)) -eq 0 ] && echo err $i >&2\n"
                              "  i=$((i + 1))\ndone\n");
     exiter_ = scripts_->Add("exiter.sh", "echo bye\nexit 3\n");
-    auto daemon =
-        StartDaemon({"--address=127.0.0.1:0", "--max_batch_size=10", "--max_payload_bytes=1024",
-                     "--max_labels=4", "--max_label_key_bytes=16", "--max_label_value_bytes=32",
-                     "--max_pending_tasks=100", "--exec_kill_grace=2s",
-                     absl::StrCat("--exec_allow=", spawner_, ",", counter_, ",", exiter_)});
+    // Leaves a sleeper behind in a session of its own, out of the reach of a group kill.
+    escaper_ =
+        scripts_->Add("escaper.sh", "setsid sleep 1000 </dev/null >/dev/null 2>&1 &\necho $!\n");
+    auto daemon = StartDaemon(
+        {"--address=127.0.0.1:0", "--max_batch_size=10", "--max_payload_bytes=1024",
+         "--max_labels=4", "--max_label_key_bytes=16", "--max_label_value_bytes=32",
+         "--max_pending_tasks=100", "--exec_kill_grace=2s",
+         absl::StrCat("--exec_allow=", spawner_, ",", counter_, ",", exiter_, ",", escaper_)});
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = new testing::Daemon(std::move(*daemon));
   }
@@ -203,7 +207,7 @@ class SchedulerTest : public ::testing::Test {
   Client client_{daemon_->address};
   static inline testing::Daemon* daemon_ = nullptr;
   static inline Scripts* scripts_ = nullptr;
-  static inline std::string spawner_, counter_, exiter_;
+  static inline std::string spawner_, counter_, exiter_, escaper_;
 };
 
 TEST_F(SchedulerTest, SleepTaskStreamsItsStatesAndResult) {
@@ -431,6 +435,21 @@ TEST_F(SchedulerTest, CancellingAnExecTaskKillsItsGrandchildrenToo) {
   EXPECT_TRUE(ProcessIsGone(sleeper));
 }
 
+TEST_F(SchedulerTest, ADescendantThatLeavesItsProcessGroupIsKilledAndReapedToo) {
+  v1::Task task = client_.AwaitTask(client_.MustCreate(Exec({escaper_})));
+  EXPECT_EQ(task.state(), v1::Task::SUCCEEDED);
+  int escapee = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(task.result().output()), &escapee));
+  // cotaskd adopted it (child subreaper), killed it and reaped it: not even a zombie is left.
+  bool reaped = false;
+  for (int i = 0; i < 50 && !reaped; ++i) {
+    reaped = kill(escapee, 0) != 0 && errno == ESRCH;
+    if (!reaped) std::this_thread::sleep_for(100ms);
+  }
+  if (!reaped) kill(escapee, SIGKILL);
+  EXPECT_TRUE(reaped);
+}
+
 TEST_F(SchedulerTest, WatchResumedFromTheMiddleLosesNothing) {
   const std::string id = client_.MustCreate(Exec({counter_}));
   std::vector<v1::Event> all = client_.WatchTask(id);
@@ -578,6 +597,14 @@ TEST_F(SchedulerTest, EveryBadInputGetsItsExactCodeAndNamesTheField) {
   v1::Group group;
   check(client_.stub().GetGroup(ContextWithDeadline().get(), get_group, &group),
         {"unknown group", grpc::StatusCode::NOT_FOUND, "GROUP_NOT_FOUND", "", "no group"});
+  v1::WatchRequest watch;
+  watch.set_task("t-nope");
+  auto watch_context = ContextWithDeadline();
+  auto reader = client_.stub().Watch(watch_context.get(), watch);
+  v1::Event event;
+  EXPECT_FALSE(reader->Read(&event));
+  check(reader->Finish(), {"watch of an unknown task", grpc::StatusCode::NOT_FOUND,
+                           "TASK_NOT_FOUND", "", "no task t-nope"});
   v1::CreateGroupRequest duplicate;
   duplicate.set_name("closed-one");
   check(client_.stub().CreateGroup(ContextWithDeadline().get(), duplicate, &group),

@@ -933,7 +933,8 @@ runtime::Task<Engine::WatchBatch> Engine::NextEvents(v1::WatchRequest target, in
     }
     WatchBatch batch;
     batch.next_sequence = log->Read(from, max_bytes, &batch.events);
-    batch.ended = log->ended() && batch.next_sequence == log->next_sequence();
+    // (A reader past the end of a log that has ended has nothing more to wait for either.)
+    batch.ended = log->ended() && batch.next_sequence >= log->next_sequence();
     if (!batch.events.empty() || batch.ended) co_return batch;
     std::shared_ptr<runtime::Event> changed = log->Changed();
     COTASK_CO_RETURN_IF_ERROR(co_await changed->Wait());

@@ -426,6 +426,53 @@ TEST_F(EngineTest, BoundedLogMarksWhatFellOut) {
   EXPECT_EQ(engine_->counts().log_events_dropped, 3);
 }
 
+TEST_F(EngineTest, WatchPastTheEndOfAnEndedLogEndsAtOnce) {
+  auto created = engine().CreateTask(SleepRequest(0));
+  ASSERT_TRUE(created.ok());
+  AwaitTask(created->id());
+  v1::WatchRequest target;
+  target.set_task(created->id());
+  auto batch = loop_.RunUntilComplete(engine_->NextEvents(target, 1000, 1 << 20));
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_TRUE(batch->ended);
+  EXPECT_TRUE(batch->events.empty());
+  target.set_task("t-unknown");
+  EXPECT_THAT(loop_.RunUntilComplete(engine_->NextEvents(target, 0, 1 << 20)).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no task t-unknown")));
+}
+
+TEST_F(EngineTest, ListGroupsFiltersByParentAndStateAndPages) {
+  Engine& e = engine();
+  ASSERT_TRUE(e.CreateGroup(GroupRequest("a")).ok());
+  ASSERT_TRUE(e.CreateGroup(GroupRequest("a.1", "a")).ok());
+  ASSERT_TRUE(e.CreateGroup(GroupRequest("a.2", "a")).ok());
+  ASSERT_TRUE(e.CreateGroup(GroupRequest("b")).ok());
+  ASSERT_TRUE(e.CloseGroup(Close("a.2")).ok());  // empty: ends SUCCEEDED at once
+  v1::ListGroupsRequest children;
+  children.set_parent("a");
+  children.set_page_size(1);
+  std::vector<std::string> names;
+  while (true) {
+    auto page = e.ListGroups(children);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const v1::Group& g : page->groups()) names.push_back(g.name());
+    if (page->next_page_token().empty()) break;
+    children.set_page_token(page->next_page_token());
+  }
+  EXPECT_THAT(names, ElementsAre("a.1", "a.2"));
+  v1::ListGroupsRequest open;
+  open.set_state(v1::Group::OPEN);
+  auto page = e.ListGroups(open);
+  ASSERT_TRUE(page.ok());
+  names.clear();
+  for (const v1::Group& g : page->groups()) names.push_back(g.name());
+  EXPECT_THAT(names, ElementsAre("a", "a.1", "b"));
+  v1::GetGroupRequest get;
+  get.set_name("a");
+  EXPECT_EQ(e.GetGroup(get)->children(), 2);
+  EXPECT_EQ(e.GetGroup(get)->active_children(), 1);
+}
+
 TEST_F(EngineTest, DrainRefusesNewWorkAndCancelsWhatOutlivesIt) {
   Engine& e = engine();
   ASSERT_TRUE(e.CreateGroup(GroupRequest("g")).ok());

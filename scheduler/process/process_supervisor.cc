@@ -1,8 +1,10 @@
 #include "scheduler/process/process_supervisor.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,10 +13,12 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "scheduler/process/internal/spawn.h"
@@ -29,6 +33,8 @@ using Clock = std::chrono::steady_clock;
 // How long the pipes may stay open after the process has exited and its group was killed
 // (a descendant that left the group can hold them); then they are closed.
 constexpr auto kLinger = std::chrono::milliseconds(1000);
+// How often a supervisor that adopts orphans looks for them.
+constexpr auto kOrphanScan = std::chrono::milliseconds(500);
 constexpr size_t kReadChunk = size_t{64} * 1024;
 // Output read but not yet handed to the callback, per process. Past it the helper stops reading
 // and the child blocks on its full pipe until the loop catches up.
@@ -100,7 +106,7 @@ class ProcessSupervisor::RunAwaiter final : public runtime::internal::CancelHook
 // The helper thread and everything it owns.
 class ProcessSupervisor::Helper {
  public:
-  Helper(runtime::EventLoop& loop, std::shared_ptr<LoopSide> side);
+  Helper(runtime::EventLoop& loop, std::shared_ptr<LoopSide> side, bool adopt_orphans);
   ~Helper();
 
   // From the loop thread.
@@ -146,6 +152,7 @@ class ProcessSupervisor::Helper {
   int NextTimeoutMs() const;
   void CheckDeadlines();
   void KillAll();
+  void ReapOrphans();
   void Post(uint64_t id, absl::AnyInvocable<void(RunAwaiter&) &&> fn);
 
   runtime::EventLoop* loop_;
@@ -155,11 +162,17 @@ class ProcessSupervisor::Helper {
   std::mutex mutex_;
   std::deque<Command> commands_;                  // guarded by mutex_
   std::unordered_map<uint64_t, Child> children_;  // helper thread only
+  bool adopt_orphans_;
+  Clock::time_point next_orphan_scan_{};
   std::thread thread_;
 };
 
-ProcessSupervisor::Helper::Helper(runtime::EventLoop& loop, std::shared_ptr<LoopSide> side)
-    : loop_(&loop), side_(std::move(side)) {
+ProcessSupervisor::Helper::Helper(runtime::EventLoop& loop, std::shared_ptr<LoopSide> side,
+                                  bool adopt_orphans)
+    : loop_(&loop), side_(std::move(side)), adopt_orphans_(adopt_orphans) {
+  if (adopt_orphans_) {
+    COTASK_CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, "cannot become a child subreaper");
+  }
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   COTASK_CHECK(epoll_fd_ >= 0 && wake_fd_ >= 0, "cannot create the process helper's epoll");
@@ -248,6 +261,10 @@ void ProcessSupervisor::Helper::Main() {
       }
     }
     CheckDeadlines();
+    if (adopt_orphans_ && Clock::now() >= next_orphan_scan_) {
+      ReapOrphans();
+      next_orphan_scan_ = Clock::now() + kOrphanScan;
+    }
   }
 }
 
@@ -396,6 +413,9 @@ int ProcessSupervisor::Helper::NextTimeoutMs() const {
       if (t.has_value() && (!next.has_value() || *t < *next)) next = t;
     }
   }
+  if (adopt_orphans_ && (!next.has_value() || next_orphan_scan_ < *next)) {
+    next = next_orphan_scan_;
+  }
   if (!next.has_value()) return -1;
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count();
   return static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));
@@ -426,6 +446,34 @@ void ProcessSupervisor::Helper::CheckDeadlines() {
   }
 }
 
+void ProcessSupervisor::Helper::ReapOrphans() {
+  std::unordered_set<pid_t> started;
+  std::unordered_set<pid_t> running_groups;  // a started child's pid is its group's id
+  for (const auto& [id, child] : children_) {
+    started.insert(child.process.pid);
+    if (!child.exited) running_groups.insert(child.process.pid);
+  }
+  // The children of every thread of this process (orphans are reparented to one of them).
+  std::vector<pid_t> pids;
+  if (DIR* tasks = opendir("/proc/self/task"); tasks != nullptr) {
+    while (dirent* entry = readdir(tasks)) {
+      if (entry->d_name[0] == '.') continue;
+      std::ifstream list(std::string("/proc/self/task/") + entry->d_name + "/children");
+      pid_t pid;
+      while (list >> pid) pids.push_back(pid);
+    }
+    closedir(tasks);
+  }
+  for (pid_t pid : pids) {
+    if (started.count(pid) != 0) continue;
+    // Until it is reaped, an orphan's pid cannot be reused: kill and getpgid reach it.
+    const pid_t group = getpgid(pid);
+    if (group >= 0 && running_groups.count(group) != 0) continue;
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, WNOHANG);  // not dead yet: the next scan reaps it
+  }
+}
+
 void ProcessSupervisor::Helper::KillAll() {
   for (auto& [id, child] : children_) {
     if (!child.exited) {
@@ -439,6 +487,7 @@ void ProcessSupervisor::Helper::KillAll() {
     }
   }
   children_.clear();
+  if (adopt_orphans_) ReapOrphans();  // what the kills just made zombies
 }
 
 ProcessSupervisor::RunAwaiter::~RunAwaiter() {
@@ -478,9 +527,9 @@ void ProcessSupervisor::RunAwaiter::OnExit(absl::StatusOr<ExitStatus> result) {
   }
 }
 
-ProcessSupervisor::ProcessSupervisor(runtime::EventLoop& loop)
+ProcessSupervisor::ProcessSupervisor(runtime::EventLoop& loop, SupervisorOptions options)
     : loop_side_(std::make_shared<LoopSide>()),
-      helper_(std::make_unique<Helper>(loop, loop_side_)) {}
+      helper_(std::make_unique<Helper>(loop, loop_side_, options.adopt_orphans)) {}
 
 ProcessSupervisor::~ProcessSupervisor() {
   COTASK_CHECK(loop_side_->runs.empty(), "ProcessSupervisor destroyed while a Run is pending");

@@ -15,6 +15,14 @@
 // Cancelling the task awaiting Run sends SIGTERM to the whole process group and SIGKILL after
 // spec.kill_grace; Run still returns only once the process has been reaped, with CANCELLED.
 //
+// Orphans (options.adopt_orphans, for a server that owns every child of its process, such as
+// cotaskd, above all as a container's PID 1): the process becomes a child subreaper
+// (PR_SET_CHILD_SUBREAPER), so descendants whose parent dies are reparented to it instead of
+// escaping to init, and twice a second the helper looks at its children it did not start: one in
+// the process group of a process still running is left to that process's end (which kills the
+// group); any other (it left its group with setsid or setpgid, or outlived it) is killed and
+// reaped. No zombie piles up, and no descendant outlives its task by leaving its group.
+//
 // Threads: one helper thread does all blocking work (vfork/exec, reading pipes, reaping with
 // pidfd under epoll) and posts what happens into the loop; the loop thread never blocks.
 // Construct, call Run and destroy on the loop thread. Destroy it only once no Run is pending
@@ -37,9 +45,15 @@ namespace cotask::process {
 
 using OutputCallback = absl::AnyInvocable<void(OutputStream, absl::string_view)>;
 
+struct SupervisorOptions {
+  // See the class comment. Only for a process where nothing else starts children: the
+  // supervisor reaps every child it did not start.
+  bool adopt_orphans = false;
+};
+
 class ProcessSupervisor {
  public:
-  explicit ProcessSupervisor(runtime::EventLoop& loop);
+  explicit ProcessSupervisor(runtime::EventLoop& loop, SupervisorOptions options = {});
   ProcessSupervisor(const ProcessSupervisor&) = delete;
   ProcessSupervisor& operator=(const ProcessSupervisor&) = delete;
   ~ProcessSupervisor();

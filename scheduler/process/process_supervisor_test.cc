@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "scheduler/runtime/runner.h"
@@ -318,6 +320,80 @@ TEST_F(ProcessSupervisorTest, ASlowLoopHoldsBackAFastWriter) {
   EXPECT_EQ(received, kTotal);  // and nothing was lost
   EXPECT_EQ(access(done_file.c_str(), F_OK), 0);
   std::remove(done_file.c_str());
+}
+
+TEST_F(ProcessSupervisorTest, ALingeringDescendantCostsNoBufferedOutput) {
+  // The shell exits with more than the in-flight bound still on its way to a slow loop, while a
+  // descendant in a session of its own holds stdout open: the linger must not cut it short.
+  constexpr size_t kTotal = size_t{3} << 20;
+  size_t received = 0;
+  auto main = [&]() -> Task<void> {
+    ProcessSpec spec = Shell(absl::StrCat("setsid sleep 3 & head -c ", kTotal, " /dev/zero"));
+    auto exit = co_await supervisor_.Run(std::move(spec), [&](OutputStream, absl::string_view b) {
+      received += b.size();
+      std::this_thread::sleep_for(20ms);  // a busy loop: the helper hits its bound and pauses
+    });
+    EXPECT_TRUE(exit.ok() && exit->success());
+    co_return exit.status();
+  };
+  ASSERT_TRUE(runner_.Run(main()).ok());
+  EXPECT_EQ(received, kTotal);
+}
+
+// Fully gone: not even a zombie (someone reaped it).
+bool Reaped(pid_t pid) {
+  for (int i = 0; i < 500; ++i) {
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+TEST(ProcessSupervisorOrphansTest, AnOrphanThatLeftItsGroupIsKilledAndReaped) {
+  Runner runner;
+  ProcessSupervisor supervisor(runner.loop(), {.adopt_orphans = true});
+  std::string out;
+  auto main = [&]() -> Task<void> {
+    // A sleeper in a session of its own, outside the process group a cancel or exit kills.
+    ProcessSpec spec = Shell("setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!");
+    auto exit = co_await supervisor.Run(std::move(spec), [&](OutputStream, absl::string_view b) {
+      out.append(b.data(), b.size());
+    });
+    co_return exit.status();
+  };
+  ASSERT_TRUE(runner.Run(main()).ok());
+  int escapee = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(out), &escapee)) << out;
+  const bool reaped = Reaped(escapee);
+  if (!reaped) kill(escapee, SIGKILL);
+  EXPECT_TRUE(reaped);
+}
+
+TEST(ProcessSupervisorOrphansTest, AnOrphanStillInARunningProcesssGroupLivesUntilItEnds) {
+  Runner runner;
+  ProcessSupervisor supervisor(runner.loop(), {.adopt_orphans = true});
+  std::string out;
+  bool alive_while_running = false;
+  auto main = [&]() -> Task<void> {
+    // The inner shell exits at once: its sleeper is an orphan, still in the outer shell's group.
+    ProcessSpec spec = Shell("sh -c 'sleep 1000 >/dev/null & echo $!'; sleep 1.5");
+    TaskHandle<ExitStatus> run =
+        CreateTask(supervisor.Run(std::move(spec), [&](OutputStream, absl::string_view b) {
+          out.append(b.data(), b.size());
+        }));
+    COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(1100ms));  // two scans
+    int orphan = 0;
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(out), &orphan)) {
+      alive_while_running = !Dead(orphan);
+    }
+    co_return (co_await run).status();
+  };
+  ASSERT_TRUE(runner.Run(main()).ok());
+  int orphan = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(out), &orphan)) << out;
+  EXPECT_TRUE(alive_while_running);
+  // Its group was killed when the outer shell ended, and the supervisor reaped it.
+  EXPECT_TRUE(Reaped(orphan));
 }
 
 TEST_F(ProcessSupervisorTest, ManyProcessesAtOnce) {
