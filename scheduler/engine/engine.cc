@@ -29,6 +29,8 @@ constexpr int kDefaultPageSize = 100;
 constexpr int kMaxPageSize = 1000;
 constexpr size_t kMaxGroupNameBytes = 128;
 constexpr size_t kMaxIdBytes = 128;
+// Groups nest at most this deep (ending a group ends its ancestors recursively).
+constexpr int kMaxGroupDepth = 32;
 
 bool IsTerminal(v1::Task::State state) {
   return state == v1::Task::SUCCEEDED || state == v1::Task::FAILED ||
@@ -114,6 +116,7 @@ struct Engine::GroupRecord {
   absl::flat_hash_set<TaskRecord*> active_tasks;
   absl::flat_hash_set<GroupRecord*> active_groups;
   runtime::TimerHandle deadline_timer;
+  int depth = 1;           // 1 for a group without a parent
   bool aborted = false;    // a child failed: the rest were cancelled
   bool cancelled = false;  // CancelGroup, or its parent's cancellation
   bool timed_out = false;
@@ -674,6 +677,12 @@ absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& requ
   if (!request.parent().empty()) {
     COTASK_RETURN_IF_ERROR(CheckGroupAccepts(request.parent(), "parent"));
     parent = groups_.at(request.parent()).get();
+    if (parent->depth >= kMaxGroupDepth) {
+      return InvalidField("parent",
+                          absl::StrCat("groups nest at most ", kMaxGroupDepth, " deep, and ",
+                                       request.parent(), " is that deep"),
+                          absl::StrCat(kMaxGroupDepth, " levels"));
+    }
   }
   if (active_groups_ >= options_.max_active_groups) {
     return Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_GROUPS",
@@ -695,6 +704,7 @@ absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& requ
     *group.mutable_deadline() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(*deadline));
   }
   record.parent = parent;
+  if (parent != nullptr) record.depth = parent->depth + 1;
   groups_.emplace(request.name(), std::move(owned));
   if (!request.request_id().empty()) group_requests_[request.request_id()] = request.name();
   ++active_groups_;

@@ -264,6 +264,20 @@ TEST_F(EngineTest, NestedGroupFailureIsItsParentsChildFailure) {
   EXPECT_EQ(AwaitTask(cousin->id()).state(), v1::Task::CANCELLED);
 }
 
+TEST_F(EngineTest, GroupsNestAtMost32Deep) {
+  ASSERT_TRUE(engine().CreateGroup(GroupRequest("g1")).ok());
+  for (int depth = 2; depth <= 32; ++depth) {
+    ASSERT_TRUE(
+        engine_->CreateGroup(GroupRequest(absl::StrCat("g", depth), absl::StrCat("g", depth - 1)))
+            .ok());
+  }
+  EXPECT_THAT(engine_->CreateGroup(GroupRequest("g33", "g32")).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("parent: groups nest")));
+  // A failure deep down fails every ancestor.
+  ASSERT_TRUE(engine_->CreateTask(FailingRequest(0, "g32")).ok());
+  EXPECT_EQ(AwaitGroup("g1").state(), v1::Group::FAILED);
+}
+
 TEST_F(EngineTest, CancellingAParentCancelsItsChildGroups) {
   ASSERT_TRUE(engine().CreateGroup(GroupRequest("parent")).ok());
   ASSERT_TRUE(engine_->CreateGroup(GroupRequest("child", "parent")).ok());
