@@ -649,6 +649,27 @@ TEST_F(SchedulerTest, PendingTasksPastTheBoundAreRefusedAndNothingIsLost) {
   EXPECT_EQ(client_.AwaitGroup("pending").state(), v1::Group::CANCELLED);
 }
 
+TEST(SchedulerDaemonTest, ServesFromSeveralIoThreads) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--io_threads=3"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  // Calls from several clients at once land on the server's different completion queues.
+  std::vector<std::thread> clients;
+  clients.reserve(4);
+  std::vector<int> succeeded(4, 0);
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      Client client(daemon->address);
+      for (int i = 0; i < 20; ++i) {
+        if (client.AwaitTask(client.MustCreate(Sleep(0))).state() == v1::Task::SUCCEEDED) {
+          ++succeeded[c];
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_THAT(succeeded, ::testing::Each(20));
+}
+
 TEST(SchedulerDaemonTest, ExecIsRefusedUntilAllowed) {
   auto daemon = StartDaemon({"--address=127.0.0.1:0"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();

@@ -31,6 +31,9 @@ constexpr size_t kMaxGroupNameBytes = 128;
 constexpr size_t kMaxIdBytes = 128;
 // Groups nest at most this deep (ending a group ends its ancestors recursively).
 constexpr int kMaxGroupDepth = 32;
+// A group keeps the first failures of its children, and its error message names the first few.
+constexpr int kMaxFailuresKept = 100;
+constexpr int kMaxFailuresNamed = 10;
 
 bool IsTerminal(v1::Task::State state) {
   return state == v1::Task::SUCCEEDED || state == v1::Task::FAILED ||
@@ -79,16 +82,19 @@ bool IsEnvName(const std::string& name) {
   });
 }
 
-std::string GroupFailureMessage(const std::string& name,
-                                const google::protobuf::RepeatedPtrField<v1::ChildFailure>& all) {
+std::string GroupFailureMessage(const v1::Group& group) {
   std::vector<std::string> parts;
-  for (const v1::ChildFailure& f : all) {
+  for (const v1::ChildFailure& f : group.failures()) {
+    if (static_cast<int>(parts.size()) == kMaxFailuresNamed) break;
     parts.push_back(absl::StrCat(f.has_group() ? "group " : "task ",
                                  f.has_group() ? f.group() : f.task(), " ",
                                  v1::Task::State_Name(f.state()), ": ", f.error().message()));
   }
-  return absl::StrCat("group ", name, ": ", all.size(), all.size() == 1 ? " failure" : " failures",
-                      " (", absl::StrJoin(parts, "; "), ")");
+  const int count = group.failure_count();
+  const int unnamed = count - static_cast<int>(parts.size());
+  return absl::StrCat("group ", group.name(), ": ", count, count == 1 ? " failure" : " failures",
+                      " (", absl::StrJoin(parts, "; "),
+                      unnamed > 0 ? absl::StrCat("; and ", unnamed, " more") : "", ")");
 }
 
 }  // namespace
@@ -827,7 +833,8 @@ void Engine::AbortGroup(GroupRecord& record, const std::string& message) {
 void Engine::ChildEnded(GroupRecord& record, const v1::ChildFailure* failure) {
   record.group.set_active_children(record.group.active_children() - 1);
   if (failure != nullptr) {
-    *record.group.add_failures() = *failure;
+    record.group.set_failure_count(record.group.failure_count() + 1);
+    if (record.group.failures_size() < kMaxFailuresKept) *record.group.add_failures() = *failure;
     if (record.group.policy() == v1::Group::FAIL_FAST && !record.aborted &&
         !IsTerminal(record.group.state())) {
       record.aborted = true;
@@ -853,7 +860,7 @@ void Engine::MaybeEndGroup(GroupRecord& record) {
   const v1::Group& group = record.group;
   if (group.state() != v1::Group::CLOSED || group.active_children() > 0) return;
   if (!record.active_tasks.empty() || !record.active_groups.empty()) return;
-  v1::Group::State end = group.failures_size() > 0 ? v1::Group::FAILED
+  v1::Group::State end = group.failure_count() > 0 ? v1::Group::FAILED
                          : record.timed_out        ? v1::Group::TIMED_OUT
                          : record.cancelled        ? v1::Group::CANCELLED
                                                    : v1::Group::SUCCEEDED;
@@ -869,8 +876,7 @@ void Engine::TransitionGroup(GroupRecord& record, v1::Group::State to) {
   absl::Status error;
   if (to == v1::Group::FAILED) {
     error = Error(static_cast<absl::StatusCode>(group.failures(0).error().code()), "GROUP_FAILED",
-                  GroupFailureMessage(group.name(), group.failures()),
-                  {{"failures", absl::StrCat(group.failures_size())}});
+                  GroupFailureMessage(group), {{"failures", absl::StrCat(group.failure_count())}});
   } else if (to == v1::Group::CANCELLED) {
     error = Error(absl::StatusCode::kCancelled, "CANCELLED",
                   absl::StrCat("cancelled: ", group.cancel_message()));

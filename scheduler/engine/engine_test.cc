@@ -197,6 +197,24 @@ TEST_F(EngineTest, PolicyAllLetsEveryChildFinish) {
   EXPECT_EQ(AwaitTask(slow->id()).state(), v1::Task::SUCCEEDED);
 }
 
+TEST_F(EngineTest, AGroupKeepsItsFirstHundredFailuresAndCountsThemAll) {
+  v1::CreateGroupRequest request = GroupRequest("many");
+  request.set_policy(v1::Group::ALL);
+  ASSERT_TRUE(engine().CreateGroup(request).ok());
+  v1::CreateTasksRequest batch;
+  for (int i = 0; i < 150; ++i) *batch.add_requests() = FailingRequest(0, "many");
+  auto created = engine_->CreateTasks(batch);
+  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_TRUE(engine_->CloseGroup(Close("many")).ok());
+  v1::Group group = AwaitGroup("many");
+  EXPECT_EQ(group.state(), v1::Group::FAILED);
+  EXPECT_EQ(group.failure_count(), 150);
+  EXPECT_EQ(group.failures_size(), 100);
+  EXPECT_EQ(group.failures(0).task(), created->tasks(0).id());
+  EXPECT_THAT(group.error().message(), HasSubstr("group many: 150 failures ("));
+  EXPECT_THAT(group.error().message(), HasSubstr("; and 140 more)"));
+}
+
 TEST_F(EngineTest, ClosedGroupEndsWhenItsLastChildEnds) {
   ASSERT_TRUE(engine().CreateGroup(GroupRequest("g")).ok());
   auto a = engine_->CreateTask(SleepRequest(5, "g"));
