@@ -17,6 +17,7 @@
 #include "scheduler/runtime/run_on.h"
 #include "scheduler/runtime/status_macros.h"
 #include "service/internal/call_ops.h"
+#include "service/internal/serve.h"
 
 namespace cotask::service {
 
@@ -47,27 +48,21 @@ runtime::Task<Reply> CallEngine(engine::Engine* engine, Request request) {
   co_return std::invoke(kMethod, *engine, request);
 }
 
-// One unary call of a method, from request to answer; it first puts up the next listener, so
-// that one call of each method is always being waited for.
 template <auto kRequest, auto kEngine, class Request, class Reply>
 runtime::Task<void> ServeUnary(Impl* impl, runtime::EventLoop* loop,
                                grpc::ServerCompletionQueue* queue) {
-  grpc::ServerContext context;
-  Request request;
-  grpc::ServerAsyncResponseWriter<Reply> responder(&context);
-  const bool started = co_await Op([&](void* tag) {
-    (impl->async.*kRequest)(&context, &request, &responder, queue, queue, tag);
-  });
-  if (!started) co_return absl::OkStatus();  // the server is shutting down
-  loop->CreateTask(ServeUnary<kRequest, kEngine, Request, Reply>(impl, loop, queue));
-  absl::StatusOr<Reply> reply = co_await runtime::RunOn(
-      *impl->engine_loop, CallEngine<kEngine, Request, Reply>(impl->engine, std::move(request)));
-  if (reply.ok()) {
-    co_await Op([&](void* tag) { responder.Finish(*reply, grpc::Status::OK, tag); });
-  } else {
-    co_await Op([&](void* tag) { responder.FinishWithError(ToGrpcStatus(reply.status()), tag); });
-  }
-  co_return absl::OkStatus();
+  return internal::ServeUnary<Request, Reply>(
+      [impl, queue](grpc::ServerContext* context, Request* request,
+                    grpc::ServerAsyncResponseWriter<Reply>* responder, void* tag) {
+        (impl->async.*kRequest)(context, request, responder, queue, queue, tag);
+      },
+      [impl, loop, queue] {
+        loop->CreateTask(ServeUnary<kRequest, kEngine, Request, Reply>(impl, loop, queue));
+      },
+      [impl](Request request) {
+        return runtime::RunOn(*impl->engine_loop, CallEngine<kEngine, Request, Reply>(
+                                                      impl->engine, std::move(request)));
+      });
 }
 
 // Streams the watched log until its last event; OK then, an error otherwise.
@@ -102,19 +97,15 @@ runtime::Task<void> StreamEvents(Impl* impl, const v1::WatchRequest* request,
 
 runtime::Task<void> ServeWatch(Impl* impl, runtime::EventLoop* loop,
                                grpc::ServerCompletionQueue* queue) {
-  grpc::ServerContext context;
-  v1::WatchRequest request;
-  grpc::ServerAsyncWriter<v1::Event> writer(&context);
-  internal::DoneSignal done;
-  done.Arm(context);
-  const bool started = co_await Op(
-      [&](void* tag) { impl->async.RequestWatch(&context, &request, &writer, queue, queue, tag); });
-  if (!started) co_return absl::OkStatus();
-  loop->CreateTask(ServeWatch(impl, loop, queue));
-  const absl::Status status = co_await StreamEvents(impl, &request, &writer);
-  co_await Op([&](void* tag) { writer.Finish(ToGrpcStatus(status), tag); });
-  co_await done.Wait();
-  co_return absl::OkStatus();
+  return internal::ServeServerStream<v1::WatchRequest, v1::Event>(
+      [impl, queue](grpc::ServerContext* context, v1::WatchRequest* request,
+                    grpc::ServerAsyncWriter<v1::Event>* writer, void* tag) {
+        impl->async.RequestWatch(context, request, writer, queue, queue, tag);
+      },
+      [impl, loop, queue] { loop->CreateTask(ServeWatch(impl, loop, queue)); },
+      [impl](const v1::WatchRequest& request, grpc::ServerAsyncWriter<v1::Event>* writer) {
+        return StreamEvents(impl, &request, writer);
+      });
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "service/server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
@@ -16,6 +15,7 @@
 #include "scheduler/process/process_supervisor.h"
 #include "scheduler/runtime/event_loop.h"
 #include "scheduler/runtime/task.h"
+#include "service/health_service.h"
 
 namespace cotask::service {
 namespace {
@@ -69,6 +69,7 @@ struct Server::State {
   std::unique_ptr<process::ProcessSupervisor> processes;
   std::unique_ptr<engine::Engine> engine;
   std::unique_ptr<SchedulerService> scheduler;
+  std::unique_ptr<HealthService> health;
   std::vector<std::unique_ptr<LoopThread>> io_threads;
   std::unique_ptr<grpc::Server> server;
   std::string address;
@@ -108,11 +109,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
 
   state->scheduler =
       std::make_unique<SchedulerService>(*state->engine, engine_loop, opts.scheduler);
-  grpc::EnableDefaultHealthCheckService(true);
+  state->health = std::make_unique<HealthService>(engine_loop);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(opts.address, grpc::InsecureServerCredentials(), &state->port);
   builder.RegisterService(state->scheduler->service());
+  builder.RegisterService(state->health->service());
   builder.SetMaxReceiveMessageSize(opts.max_request_bytes);
   std::vector<grpc::ServerCompletionQueue*> queues;
   for (int i = 0; i < std::max(1, opts.io_threads); ++i) {
@@ -133,6 +135,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   for (size_t i = 0; i < queues.size(); ++i) {
     LoopThread& io = *state->io_threads[i];
     state->scheduler->Listen(io.loop(), *queues[i]);
+    state->health->Listen(io.loop(), *queues[i]);
     io.Run(nullptr, nullptr);
   }
   state->address = absl::StrCat(HostOf(opts.address), ":", state->port);
@@ -148,11 +151,7 @@ Server::~Server() { Shutdown(absl::ZeroDuration()); }
 const std::string& Server::address() const { return state_->address; }
 int Server::port() const { return state_->port; }
 
-void Server::SetServing(bool serving) {
-  if (auto* health = state_->server->GetHealthCheckService(); health != nullptr) {
-    health->SetServingStatus(serving);
-  }
-}
+void Server::SetServing(bool serving) { state_->health->SetServing(serving); }
 
 void Server::Shutdown(absl::Duration drain_timeout) {
   if (state_->shut_down) return;
@@ -166,8 +165,10 @@ void Server::Shutdown(absl::Duration drain_timeout) {
       })) {
     drained.get_future().wait();
   }
-  // Every task and group has ended, so every Watch has seen its last event; what is still
-  // open is a slow reader or a unary call finishing: a second is plenty.
+  // Every task and group has ended, so every Watch has seen its last event, and health
+  // watchers are told now; what is still open is a slow reader or a unary call finishing: a
+  // second is plenty.
+  state_->health->Close();
   state_->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   state_->server->Wait();
   state_->StopLoops();

@@ -33,17 +33,29 @@ using namespace std::chrono_literals;
 using testing::ContextWithDeadline;
 using testing::StartDaemon;
 
-TEST(CotaskdTest, AnswersHealthChecksAsServing) {
+TEST(CotaskdTest, HealthAnswersServingForTheServerAndTheSchedulerOnly) {
   auto daemon = StartDaemon({"--address=127.0.0.1:0"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto channel = grpc::CreateChannel(daemon->address, grpc::InsecureChannelCredentials());
   auto health = Health::NewStub(channel);
   HealthCheckRequest request;
   HealthCheckResponse response;
+  for (const char* service : {"", "cotask.v1.Scheduler"}) {
+    request.set_service(service);
+    grpc::Status status = health->Check(ContextWithDeadline().get(), request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.status(), HealthCheckResponse::SERVING) << service;
+  }
+  request.set_service("no.such.Service");
+  grpc::Status status = health->Check(ContextWithDeadline().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(status.error_message(), HasSubstr("no service named \"no.such.Service\""));
+  // Watch answers SERVICE_UNKNOWN instead, as the health protocol says.
   auto context = ContextWithDeadline();
-  grpc::Status status = health->Check(context.get(), request, &response);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+  auto watch = health->Watch(context.get(), request);
+  ASSERT_TRUE(watch->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVICE_UNKNOWN);
+  context->TryCancel();
 }
 
 TEST(CotaskdTest, ServesReflectionListingItsServices) {
@@ -84,6 +96,11 @@ TEST(CotaskdTest, SigtermDrainsAndExitsZero) {
   daemon->process.Signal(SIGTERM);
   ASSERT_TRUE(watch->Read(&response));
   EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
+  // Once the drain is over, the watch ends: the server waits for nobody.
+  EXPECT_FALSE(watch->Read(&response));
+  grpc::Status ended = watch->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ended.error_message(), "the server is shutting down");
   auto exit_status = daemon->process.Wait(20s);
   ASSERT_TRUE(exit_status.ok()) << exit_status.status();
   EXPECT_TRUE(WIFEXITED(*exit_status));

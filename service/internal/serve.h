@@ -1,0 +1,69 @@
+// ServeUnary and ServeServerStream: one call of an async gRPC service, from its arrival to its
+// end, as a coroutine on an I/O loop.
+//
+//   request_call(context, request, responder, tag)   asks the service for the next call;
+//   next()                                           puts up the listener for the call after it
+//                                                    (so one call of each method is always
+//                                                    awaited);
+//   handle(request)                                  an awaitable of absl::StatusOr<Reply>, the
+//                                                    answer (errors go out with their
+//                                                    google.rpc.Status, see ToGrpcStatus).
+//
+// For a server stream, stream(request, writer) writes the messages and returns the status the
+// call ends with; a client that goes away cancels it at its current await (DoneSignal).
+//
+// The callables are taken by value, into the coroutine's frame.
+#ifndef COTASK_SERVICE_INTERNAL_SERVE_H_
+#define COTASK_SERVICE_INTERNAL_SERVE_H_
+
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/async_stream.h>
+#include <grpcpp/support/async_unary_call.h>
+
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "scheduler/runtime/task.h"
+#include "service/internal/call_ops.h"
+#include "service/scheduler_service.h"
+
+namespace cotask::service::internal {
+
+template <class Request, class Reply, class RequestCall, class Next, class Handle>
+runtime::Task<void> ServeUnary(RequestCall request_call, Next next, Handle handle) {
+  grpc::ServerContext context;
+  Request request;
+  grpc::ServerAsyncResponseWriter<Reply> responder(&context);
+  const bool started =
+      co_await Op([&](void* tag) { request_call(&context, &request, &responder, tag); });
+  if (!started) co_return absl::OkStatus();  // the server is shutting down
+  next();
+  absl::StatusOr<Reply> reply = co_await handle(std::move(request));
+  if (reply.ok()) {
+    co_await Op([&](void* tag) { responder.Finish(*reply, grpc::Status::OK, tag); });
+  } else {
+    co_await Op([&](void* tag) { responder.FinishWithError(ToGrpcStatus(reply.status()), tag); });
+  }
+  co_return absl::OkStatus();
+}
+
+template <class Request, class Message, class RequestCall, class Next, class Stream>
+runtime::Task<void> ServeServerStream(RequestCall request_call, Next next, Stream stream) {
+  grpc::ServerContext context;
+  Request request;
+  grpc::ServerAsyncWriter<Message> writer(&context);
+  DoneSignal done;
+  done.Arm(context);
+  const bool started =
+      co_await Op([&](void* tag) { request_call(&context, &request, &writer, tag); });
+  if (!started) co_return absl::OkStatus();  // the server is shutting down (done never fires)
+  next();
+  const absl::Status status = co_await stream(request, &writer);
+  co_await Op([&](void* tag) { writer.Finish(ToGrpcStatus(status), tag); });
+  co_await done.Wait();
+  co_return absl::OkStatus();
+}
+
+}  // namespace cotask::service::internal
+
+#endif  // COTASK_SERVICE_INTERNAL_SERVE_H_
