@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -42,22 +43,29 @@ namespace {
 
 using Impl = SchedulerService::Impl;
 
-// The engine's part of a unary call, run on the engine's loop.
+// The engine's part of a unary call, run on the engine's loop: a plain engine method, or one
+// that waits (a coroutine of the engine's: Run, WaitTasks).
 template <auto kMethod, class Request, class Reply>
 runtime::Task<Reply> CallEngine(engine::Engine* engine, Request request) {
-  co_return std::invoke(kMethod, *engine, request);
+  using Result = std::invoke_result_t<decltype(kMethod), engine::Engine&, Request>;
+  if constexpr (std::is_same_v<Result, runtime::Task<Reply>>) {
+    co_return co_await std::invoke(kMethod, *engine, std::move(request));
+  } else {
+    co_return std::invoke(kMethod, *engine, request);
+  }
 }
 
-template <auto kRequest, auto kEngine, class Request, class Reply>
+// kWaits: the call waits for the engine (Run, WaitTasks), so a client that goes away cancels it.
+template <auto kRequest, auto kEngine, class Request, class Reply, bool kWaits = false>
 runtime::Task<void> ServeUnary(Impl* impl, runtime::EventLoop* loop,
                                grpc::ServerCompletionQueue* queue) {
-  return internal::ServeUnary<Request, Reply>(
+  return internal::ServeUnary<Request, Reply, kWaits>(
       [impl, queue](grpc::ServerContext* context, Request* request,
                     grpc::ServerAsyncResponseWriter<Reply>* responder, void* tag) {
         (impl->async.*kRequest)(context, request, responder, queue, queue, tag);
       },
       [impl, loop, queue] {
-        loop->CreateTask(ServeUnary<kRequest, kEngine, Request, Reply>(impl, loop, queue));
+        loop->CreateTask(ServeUnary<kRequest, kEngine, Request, Reply, kWaits>(impl, loop, queue));
       },
       [impl](Request request) {
         return runtime::RunOn(*impl->engine_loop, CallEngine<kEngine, Request, Reply>(
@@ -148,6 +156,10 @@ void SchedulerService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQu
           impl, &loop, &queue));
   loop.CreateTask(ServeUnary<&Async::RequestCancelGroup, &E::CancelGroup, v1::CancelGroupRequest,
                              v1::CancelGroupResponse>(impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestRun, &E::Run, v1::CreateTaskRequest, v1::Task,
+                             /*kWaits=*/true>(impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestWaitTasks, &E::WaitTasks, v1::WaitTasksRequest,
+                             v1::WaitTasksResponse, /*kWaits=*/true>(impl, &loop, &queue));
   loop.CreateTask(ServeWatch(impl, &loop, &queue));
 }
 

@@ -450,6 +450,76 @@ TEST_F(SchedulerTest, ADescendantThatLeavesItsProcessGroupIsKilledAndReapedToo) 
   EXPECT_TRUE(reaped);
 }
 
+TEST_F(SchedulerTest, RunReturnsTheTasksResultInOneCall) {
+  v1::CreateTaskRequest request = Sleep(20);
+  request.mutable_spec()->mutable_sleep()->set_result("one call");
+  v1::Task task;
+  grpc::Status status = client_.stub().Run(ContextWithDeadline().get(), request, &task);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(task.state(), v1::Task::SUCCEEDED);
+  EXPECT_EQ(task.result().output(), "one call");
+  v1::Task exec;
+  ASSERT_TRUE(client_.stub().Run(ContextWithDeadline().get(), Exec({exiter_}), &exec).ok());
+  EXPECT_EQ(exec.state(), v1::Task::FAILED);
+  EXPECT_EQ(exec.result().exit_code(), 3);
+}
+
+TEST_F(SchedulerTest, RunPastItsDeadlineCancelsTheTaskUnlessDetached) {
+  for (bool detached : {false, true}) {
+    SCOPED_TRACE(detached);
+    v1::CreateTaskRequest request = Sleep(60'000);
+    request.set_detached(detached);
+    const std::string label = detached ? "detached" : "attached";
+    (*request.mutable_labels())["run-deadline"] = label;
+    v1::Task task;
+    grpc::Status status = client_.stub().Run(ContextWithDeadline(200ms).get(), request, &task);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    v1::ListTasksRequest list;
+    (*list.mutable_labels())["run-deadline"] = label;
+    v1::ListTasksResponse listed;
+    ASSERT_TRUE(client_.stub().ListTasks(ContextWithDeadline().get(), list, &listed).ok());
+    ASSERT_EQ(listed.tasks_size(), 1);
+    const std::string id = listed.tasks(0).id();
+    if (detached) {
+      EXPECT_EQ(listed.tasks(0).state(), v1::Task::RUNNING);
+      v1::CancelTaskRequest cancel;
+      cancel.set_id(id);
+      v1::CancelTaskResponse cancelled;
+      ASSERT_TRUE(client_.stub().CancelTask(ContextWithDeadline().get(), cancel, &cancelled).ok());
+    } else {
+      v1::Task ended = client_.AwaitTask(id);
+      EXPECT_EQ(ended.state(), v1::Task::CANCELLED);
+      EXPECT_THAT(ended.cancel_message(), HasSubstr("the Run call that created it ended"));
+    }
+  }
+}
+
+TEST_F(SchedulerTest, WaitTasksFirstExceptionReturnsOnTheFirstFailure) {
+  const std::string slow = client_.MustCreate(Sleep(60'000));
+  const std::string bad = client_.MustCreate(Failing(50));
+  v1::WaitTasksRequest request;
+  request.add_ids(slow);
+  request.add_ids(bad);
+  request.set_return_when(v1::WaitTasksRequest::FIRST_EXCEPTION);
+  v1::WaitTasksResponse response;
+  grpc::Status status = client_.stub().WaitTasks(ContextWithDeadline().get(), request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.done_size(), 1);
+  EXPECT_EQ(response.done(0).id(), bad);
+  EXPECT_EQ(response.done(0).state(), v1::Task::FAILED);
+  ASSERT_EQ(response.pending_size(), 1);
+  EXPECT_EQ(response.pending(0).id(), slow);
+  // With a timeout and nothing more ending, the answer comes when it passes, without error.
+  request.set_return_when(v1::WaitTasksRequest::ALL_COMPLETED);
+  request.mutable_timeout()->set_nanos(100'000'000);
+  ASSERT_TRUE(client_.stub().WaitTasks(ContextWithDeadline().get(), request, &response).ok());
+  EXPECT_EQ(response.pending_size(), 1);
+  v1::CancelTaskRequest cancel;
+  cancel.set_id(slow);
+  v1::CancelTaskResponse cancelled;
+  ASSERT_TRUE(client_.stub().CancelTask(ContextWithDeadline().get(), cancel, &cancelled).ok());
+}
+
 TEST_F(SchedulerTest, WatchResumedFromTheMiddleLosesNothing) {
   const std::string id = client_.MustCreate(Exec({counter_}));
   std::vector<v1::Event> all = client_.WatchTask(id);

@@ -109,6 +109,7 @@ struct Engine::TaskRecord {
   bool started = false;
   std::string output_tail;  // exec: the last bytes of stdout and stderr
   bool output_truncated = false;
+  std::vector<std::weak_ptr<runtime::Event>> end_waiters;  // Run and WaitTasks calls
 };
 
 struct Engine::GroupRecord {
@@ -334,6 +335,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   *task.mutable_options() = request.options();
   task.set_attempt(1);
   task.set_request_id(request.request_id());
+  task.set_detached(request.detached());
   *task.mutable_create_time() = Now();
   tasks_.emplace(task.id(), std::move(owned));
   if (!request.request_id().empty()) task_requests_[request.request_id()] = task.id();
@@ -509,6 +511,10 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   if (!terminal) return;
 
   record.life = runtime::TaskRef();
+  for (const std::weak_ptr<runtime::Event>& waiter : record.end_waiters) {
+    if (std::shared_ptr<runtime::Event> event = waiter.lock()) event->Set();
+  }
+  record.end_waiters.clear();
   --pending_tasks_;
   finished_tasks_.push_back(task.id());
   if (GroupRecord* group = record.group) {
@@ -624,6 +630,101 @@ absl::StatusOr<v1::CancelTaskResponse> Engine::CancelTask(const v1::CancelTaskRe
       CancelTaskRecord(*record, request.message().empty() ? "CancelTask" : request.message()));
   *response.mutable_task() = record->task;
   return response;
+}
+
+void Engine::AddEndWaiter(TaskRecord& task, const std::shared_ptr<runtime::Event>& event) {
+  if (IsTerminal(task.task.state())) {
+    event->Set();
+    return;
+  }
+  // Calls that gave up (timeout, cancel) leave expired entries: drop them as new ones come.
+  std::erase_if(task.end_waiters,
+                [](const std::weak_ptr<runtime::Event>& w) { return w.expired(); });
+  task.end_waiters.push_back(event);
+}
+
+runtime::Task<v1::Task> Engine::Run(v1::CreateTaskRequest request) {
+  COTASK_CO_ASSIGN_OR_RETURN(v1::Task created, CreateTask(request));
+  const std::string& id = created.id();
+  auto ended = std::make_shared<runtime::Event>();
+  while (true) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) {
+      co_return Error(absl::StatusCode::kNotFound, "TASK_NOT_FOUND",
+                      absl::StrCat("task ", id, " ended and was forgotten before Run returned"));
+    }
+    TaskRecord& record = *it->second;
+    if (IsTerminal(record.task.state())) co_return record.task;
+    ended->Clear();
+    AddEndWaiter(record, ended);
+    if (absl::Status waited = co_await ended->Wait(); !waited.ok()) {
+      // The call ended first (its deadline, or the client went away).
+      if (auto again = tasks_.find(id); again != tasks_.end() && !again->second->task.detached()) {
+        CancelTaskRecord(*again->second, "the Run call that created it ended before the task did");
+      }
+      co_return waited;
+    }
+  }
+}
+
+runtime::Task<v1::WaitTasksResponse> Engine::WaitTasks(v1::WaitTasksRequest request) {
+  if (request.ids().empty()) co_return InvalidField("ids", "required: at least one task id");
+  if (request.ids_size() > static_cast<int>(options_.max_batch_size)) {
+    co_return InvalidField("ids", absl::StrCat(request.ids_size(), " ids, more than the limit"),
+                           absl::StrCat(options_.max_batch_size, " ids"));
+  }
+  if (!v1::WaitTasksRequest::ReturnWhen_IsValid(request.return_when())) {
+    co_return InvalidField("return_when", absl::StrCat("unknown value ", request.return_when()));
+  }
+  absl::Duration timeout = absl::ZeroDuration();
+  if (request.has_timeout()) {
+    COTASK_CO_ASSIGN_OR_RETURN(
+        timeout, ValidateDuration(request.timeout(), "timeout", options_.max_duration));
+  }
+  auto changed = std::make_shared<runtime::Event>();
+  for (int i = 0; i < request.ids_size(); ++i) {
+    const std::string field = absl::StrCat("ids[", i, "]");
+    COTASK_CO_ASSIGN_OR_RETURN(TaskRecord * record, FindTask(request.ids(i), field.c_str()));
+    AddEndWaiter(*record, changed);
+  }
+  const auto deadline = loop_.Now() + ToChrono(timeout);
+  while (true) {
+    v1::WaitTasksResponse response;
+    bool exception = false;
+    for (const std::string& id : request.ids()) {
+      auto it = tasks_.find(id);
+      if (it == tasks_.end()) continue;  // ended and forgotten meanwhile
+      const v1::Task& task = it->second->task;
+      if (IsTerminal(task.state())) {
+        *response.add_done() = task;
+        exception |= task.state() == v1::Task::FAILED || task.state() == v1::Task::TIMED_OUT;
+      } else {
+        *response.add_pending() = task;
+      }
+    }
+    const bool all = response.pending().empty();
+    switch (request.return_when()) {
+      case v1::WaitTasksRequest::FIRST_COMPLETED:
+        if (!response.done().empty()) co_return response;
+        break;
+      case v1::WaitTasksRequest::FIRST_EXCEPTION:
+        if (exception || all) co_return response;
+        break;
+      default:
+        if (all) co_return response;
+        break;
+    }
+    changed->Clear();
+    if (timeout > absl::ZeroDuration()) {
+      const auto left = deadline - loop_.Now();
+      if (left <= runtime::EventLoop::Duration::zero()) co_return response;
+      absl::Status waited = co_await runtime::Timeout(left, changed->Wait());
+      if (absl::IsDeadlineExceeded(waited)) continue;  // answer with what has ended by now
+      COTASK_CO_RETURN_IF_ERROR(waited);
+    } else {
+      COTASK_CO_RETURN_IF_ERROR(co_await changed->Wait());
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -99,6 +99,11 @@ class Engine {
   absl::StatusOr<v1::Task> GetTask(const v1::GetTaskRequest& request) const;
   absl::StatusOr<v1::ListTasksResponse> ListTasks(const v1::ListTasksRequest& request) const;
   absl::StatusOr<v1::CancelTaskResponse> CancelTask(const v1::CancelTaskRequest& request);
+  // Creates the task and waits for its end (asyncio.run). Cancelling this coroutine (the call
+  // ended early) cancels the task, unless it is detached.
+  runtime::Task<v1::Task> Run(v1::CreateTaskRequest request);
+  // asyncio.wait over existing tasks. Cancellable.
+  runtime::Task<v1::WaitTasksResponse> WaitTasks(v1::WaitTasksRequest request);
 
   absl::StatusOr<v1::Group> CreateGroup(const v1::CreateGroupRequest& request);
   absl::StatusOr<v1::Group> GetGroup(const v1::GetGroupRequest& request) const;
@@ -164,6 +169,8 @@ class Engine {
   void ForgetFinished();
   void NoteLogDrop(int64_t dropped);
   void SignalIfIdle();
+  // `event` is set when the task ends (at once if it has).
+  static void AddEndWaiter(TaskRecord& task, const std::shared_ptr<runtime::Event>& event);
 
   runtime::EventLoop& loop_;
   process::ProcessSupervisor& processes_;

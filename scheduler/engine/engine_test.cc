@@ -505,6 +505,101 @@ TEST_F(EngineTest, ListGroupsFiltersByParentAndStateAndPages) {
   EXPECT_EQ(e.GetGroup(get)->active_children(), 1);
 }
 
+TEST_F(EngineTest, RunReturnsTheEndedTaskWithItsResult) {
+  v1::CreateTaskRequest request = SleepRequest(5);
+  request.mutable_spec()->mutable_sleep()->set_result("ran");
+  auto task = loop_.RunUntilComplete(engine().Run(request));
+  ASSERT_TRUE(task.ok()) << task.status();
+  EXPECT_EQ(task->state(), v1::Task::SUCCEEDED);
+  EXPECT_EQ(task->result().output(), "ran");
+  // A failure is a task that FAILED, not a failed call.
+  task = loop_.RunUntilComplete(engine_->Run(FailingRequest(0)));
+  ASSERT_TRUE(task.ok()) << task.status();
+  EXPECT_EQ(task->state(), v1::Task::FAILED);
+  EXPECT_THAT(loop_.RunUntilComplete(engine_->Run(SleepRequest(-1))).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spec.sleep.duration")));
+}
+
+TEST_F(EngineTest, ARunCallEndedEarlyCancelsItsTaskUnlessDetached) {
+  for (bool detached : {false, true}) {
+    SCOPED_TRACE(detached);
+    v1::CreateTaskRequest request = SleepRequest(60'000);
+    request.set_detached(detached);
+    auto run = loop_.CreateTask(engine().Run(request));
+    loop_.CallLater(20ms, [&] { run.Cancel("the client went away"); });
+    EXPECT_THAT(loop_.RunUntilComplete(run).status(),
+                StatusIs(absl::StatusCode::kCancelled, "the client went away"));
+    v1::ListTasksRequest list;
+    v1::Task task = engine_->ListTasks(list)->tasks(detached ? 1 : 0);
+    if (detached) {
+      EXPECT_EQ(task.state(), v1::Task::RUNNING);
+    } else {
+      task = AwaitTask(task.id());
+      EXPECT_EQ(task.state(), v1::Task::CANCELLED);
+      EXPECT_THAT(task.cancel_message(), HasSubstr("the Run call that created it ended"));
+    }
+  }
+}
+
+v1::WaitTasksRequest WaitFor(const std::vector<std::string>& ids,
+                             v1::WaitTasksRequest::ReturnWhen when) {
+  v1::WaitTasksRequest request;
+  for (const std::string& id : ids) request.add_ids(id);
+  request.set_return_when(when);
+  return request;
+}
+
+std::vector<std::string> IdsOf(const google::protobuf::RepeatedPtrField<v1::Task>& tasks) {
+  std::vector<std::string> ids;
+  for (const v1::Task& task : tasks) ids.push_back(task.id());
+  return ids;
+}
+
+TEST_F(EngineTest, WaitTasksReturnsAsAsyncioWaitDoes) {
+  Engine& e = engine();
+  const std::string quick = e.CreateTask(SleepRequest(10))->id();
+  const std::string failing = e.CreateTask(FailingRequest(30))->id();
+  const std::string slow = e.CreateTask(SleepRequest(60))->id();
+  const std::vector<std::string> all = {quick, failing, slow};
+
+  auto first =
+      loop_.RunUntilComplete(e.WaitTasks(WaitFor(all, v1::WaitTasksRequest::FIRST_COMPLETED)));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(IdsOf(first->done()), ElementsAre(quick));
+  EXPECT_THAT(IdsOf(first->pending()), ElementsAre(failing, slow));
+
+  auto exception =
+      loop_.RunUntilComplete(e.WaitTasks(WaitFor(all, v1::WaitTasksRequest::FIRST_EXCEPTION)));
+  ASSERT_TRUE(exception.ok());
+  EXPECT_THAT(IdsOf(exception->done()), ElementsAre(quick, failing));
+  EXPECT_THAT(IdsOf(exception->pending()), ElementsAre(slow));
+
+  auto everything =
+      loop_.RunUntilComplete(e.WaitTasks(WaitFor(all, v1::WaitTasksRequest::ALL_COMPLETED)));
+  ASSERT_TRUE(everything.ok());
+  EXPECT_THAT(IdsOf(everything->done()), ElementsAre(quick, failing, slow));
+  EXPECT_TRUE(everything->pending().empty());
+}
+
+TEST_F(EngineTest, WaitTasksTimeoutAnswersWithWhatHasEndedAndCancelsNothing) {
+  Engine& e = engine();
+  const std::string slow = e.CreateTask(SleepRequest(60'000))->id();
+  v1::WaitTasksRequest request = WaitFor({slow}, v1::WaitTasksRequest::ALL_COMPLETED);
+  request.mutable_timeout()->set_nanos(20'000'000);
+  auto waited = loop_.RunUntilComplete(e.WaitTasks(request));
+  ASSERT_TRUE(waited.ok()) << waited.status();
+  EXPECT_TRUE(waited->done().empty());
+  ASSERT_EQ(waited->pending_size(), 1);
+  EXPECT_EQ(waited->pending(0).state(), v1::Task::RUNNING);
+  EXPECT_THAT(loop_.RunUntilComplete(e.WaitTasks(v1::WaitTasksRequest())).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ids: required")));
+  EXPECT_THAT(loop_
+                  .RunUntilComplete(
+                      e.WaitTasks(WaitFor({slow, "t-nope"}, v1::WaitTasksRequest::ALL_COMPLETED)))
+                  .status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no task t-nope")));
+}
+
 TEST_F(EngineTest, DrainRefusesNewWorkAndCancelsWhatOutlivesIt) {
   Engine& e = engine();
   ASSERT_TRUE(e.CreateGroup(GroupRequest("g")).ok());

@@ -9,6 +9,9 @@
 //                                                    answer (errors go out with their
 //                                                    google.rpc.Status, see ToGrpcStatus).
 //
+// With kCancellable, a unary call whose client goes away (or whose deadline passes) cancels
+// handle's await, as a server stream's does: for calls that wait (Run, WaitTasks).
+//
 // For a server stream, stream(request, writer) writes the messages and returns the status the
 // call ends with; a client that goes away cancels it at its current await (DoneSignal).
 //
@@ -29,11 +32,14 @@
 
 namespace cotask::service::internal {
 
-template <class Request, class Reply, class RequestCall, class Next, class Handle>
+template <class Request, class Reply, bool kCancellable = false, class RequestCall, class Next,
+          class Handle>
 runtime::Task<void> ServeUnary(RequestCall request_call, Next next, Handle handle) {
   grpc::ServerContext context;
   Request request;
   grpc::ServerAsyncResponseWriter<Reply> responder(&context);
+  DoneSignal done;
+  if constexpr (kCancellable) done.Arm(context);
   const bool started =
       co_await Op([&](void* tag) { request_call(&context, &request, &responder, tag); });
   if (!started) co_return absl::OkStatus();  // the server is shutting down
@@ -44,6 +50,7 @@ runtime::Task<void> ServeUnary(RequestCall request_call, Next next, Handle handl
   } else {
     co_await Op([&](void* tag) { responder.FinishWithError(ToGrpcStatus(reply.status()), tag); });
   }
+  if constexpr (kCancellable) co_await done.Wait();
   co_return absl::OkStatus();
 }
 
