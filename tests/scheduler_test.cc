@@ -26,6 +26,7 @@
 #include "absl/strings/strip.h"
 #include "cotask/v1/scheduler.grpc.pb.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/time_util.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
@@ -518,6 +519,22 @@ TEST_F(SchedulerTest, WaitTasksFirstExceptionReturnsOnTheFirstFailure) {
   cancel.set_id(slow);
   v1::CancelTaskResponse cancelled;
   ASSERT_TRUE(client_.stub().CancelTask(ContextWithDeadline().get(), cancel, &cancelled).ok());
+}
+
+TEST_F(SchedulerTest, ADelayedTaskRunsOnlyOnceItsDelayHasPassed) {
+  v1::CreateTaskRequest request = Sleep(0);
+  request.mutable_options()->mutable_delay()->set_nanos(300'000'000);
+  const std::string id = client_.MustCreate(request);
+  std::vector<v1::Event> events = client_.WatchTask(id);
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[0].task_state().state(), v1::Task::PENDING);
+  EXPECT_EQ(events[1].task_state().state(), v1::Task::QUEUED);
+  // From the event log's own timestamps: it left PENDING no sooner than the delay.
+  using google::protobuf::util::TimeUtil;
+  EXPECT_GE(TimeUtil::TimestampToNanoseconds(events[1].time()) -
+                TimeUtil::TimestampToNanoseconds(events[0].time()),
+            300'000'000);
+  EXPECT_EQ(events[3].task_state().state(), v1::Task::SUCCEEDED);
 }
 
 TEST_F(SchedulerTest, WatchResumedFromTheMiddleLosesNothing) {

@@ -45,7 +45,10 @@ bool IsTerminal(v1::Group::State state) {
          state == v1::Group::CANCELLED || state == v1::Group::TIMED_OUT;
 }
 
-google::protobuf::Timestamp Now() { return TimeUtil::GetCurrentTime(); }
+// (Not TimeUtil::GetCurrentTime: Debian's protobuf 3.21 gives it whole seconds only.)
+google::protobuf::Timestamp Now() {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+}
 
 bool LabelsMatch(const google::protobuf::Map<std::string, std::string>& have,
                  const google::protobuf::Map<std::string, std::string>& want) {
@@ -246,6 +249,18 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
         ValidateDuration(request.options().timeout(), "options.timeout", options_.max_duration)
             .status());
   }
+  if (request.options().has_delay() && request.options().has_start_at()) {
+    return InvalidField("options.start_at", "give a delay or a start_at, not both");
+  }
+  if (request.options().has_delay()) {
+    COTASK_RETURN_IF_ERROR(
+        ValidateDuration(request.options().delay(), "options.delay", options_.max_duration)
+            .status());
+  }
+  if (request.options().has_start_at()) {
+    COTASK_RETURN_IF_ERROR(
+        ValidateTimestamp(request.options().start_at(), "options.start_at", options_.max_duration));
+  }
   COTASK_RETURN_IF_ERROR(ValidateLabels(
       request.labels(), "labels",
       {options_.max_labels, options_.max_label_key_bytes, options_.max_label_value_bytes}));
@@ -337,6 +352,13 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   task.set_request_id(request.request_id());
   task.set_detached(request.detached());
   *task.mutable_create_time() = Now();
+  if (request.options().has_delay()) {
+    *task.mutable_start_after() = TimeUtil::NanosecondsToTimestamp(
+        TimeUtil::TimestampToNanoseconds(task.create_time()) +
+        TimeUtil::DurationToNanoseconds(request.options().delay()));
+  } else if (request.options().has_start_at()) {
+    *task.mutable_start_after() = request.options().start_at();
+  }
   tasks_.emplace(task.id(), std::move(owned));
   if (!request.request_id().empty()) task_requests_[request.request_id()] = task.id();
   ++pending_tasks_;
@@ -359,6 +381,20 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
 
 runtime::Task<void> Engine::Life(TaskRecord* task) {
   task->started = true;
+  if (task->task.has_start_after()) {
+    // A delayed start: PENDING, and cancellable, until then.
+    const absl::Duration wait =
+        absl::Nanoseconds(TimeUtil::TimestampToNanoseconds(task->task.start_after())) -
+        (absl::Now() - absl::UnixEpoch());
+    if (absl::Status waited =
+            co_await runtime::Sleep(ToChrono(std::max(wait, absl::ZeroDuration())));
+        !waited.ok()) {
+      Transition(*task, v1::Task::CANCELLED,
+                 Error(absl::StatusCode::kCancelled, "CANCELLED",
+                       absl::StrCat("cancelled: ", task->task.cancel_message())));
+      co_return absl::OkStatus();
+    }
+  }
   // Nothing to wait for yet (dependencies, start times and permits come with later issues).
   Transition(*task, v1::Task::QUEUED);
   Transition(*task, v1::Task::RUNNING);
@@ -763,17 +799,8 @@ absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& requ
   }
   if (request.has_deadline()) {
     const google::protobuf::Timestamp& at = request.deadline();
-    if (at.seconds() < TimeUtil::kTimestampMinSeconds ||
-        at.seconds() > TimeUtil::kTimestampMaxSeconds || at.nanos() < 0 ||
-        at.nanos() >= 1'000'000'000) {
-      return InvalidField("deadline", "not a valid google.protobuf.Timestamp");
-    }
-    const absl::Time when = absl::FromUnixSeconds(at.seconds()) + absl::Nanoseconds(at.nanos());
-    if (when - now > options_.max_duration) {
-      return InvalidField("deadline", "further away than the limit",
-                          absl::FormatDuration(options_.max_duration));
-    }
-    deadline = when;
+    COTASK_RETURN_IF_ERROR(ValidateTimestamp(at, "deadline", options_.max_duration));
+    deadline = absl::FromUnixSeconds(at.seconds()) + absl::Nanoseconds(at.nanos());
   }
   if (groups_.contains(request.name())) {
     return Error(absl::StatusCode::kAlreadyExists, "GROUP_EXISTS",

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/time_util.h"
 #include "google/rpc/error_details.pb.h"
@@ -598,6 +599,47 @@ TEST_F(EngineTest, WaitTasksTimeoutAnswersWithWhatHasEndedAndCancelsNothing) {
                       e.WaitTasks(WaitFor({slow, "t-nope"}, v1::WaitTasksRequest::ALL_COMPLETED)))
                   .status(),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("no task t-nope")));
+}
+
+TEST_F(EngineTest, ADelayedTaskStaysPendingUntilItsStartAndCanBeCancelledMeanwhile) {
+  using google::protobuf::util::TimeUtil;
+  v1::CreateTaskRequest request = SleepRequest(0);
+  request.mutable_options()->mutable_delay()->set_nanos(80'000'000);
+  auto delayed = engine().CreateTask(request);
+  ASSERT_TRUE(delayed.ok()) << delayed.status();
+  EXPECT_EQ(TimeUtil::TimestampToNanoseconds(delayed->start_after()) -
+                TimeUtil::TimestampToNanoseconds(delayed->create_time()),
+            80'000'000);
+  RunFor(20ms);
+  v1::GetTaskRequest get;
+  get.set_id(delayed->id());
+  EXPECT_EQ(engine_->GetTask(get)->state(), v1::Task::PENDING);
+  v1::Task task = AwaitTask(delayed->id());
+  EXPECT_EQ(task.state(), v1::Task::SUCCEEDED);
+  EXPECT_GE(TimeUtil::TimestampToNanoseconds(task.start_time()),
+            TimeUtil::TimestampToNanoseconds(task.start_after()));
+
+  v1::CreateTaskRequest later = SleepRequest(0);
+  *later.mutable_options()->mutable_start_at() =
+      TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()) + 3'600'000'000'000);
+  auto waiting = engine_->CreateTask(later);
+  ASSERT_TRUE(waiting.ok()) << waiting.status();
+  RunFor(5ms);
+  v1::CancelTaskRequest cancel;
+  cancel.set_id(waiting->id());
+  ASSERT_TRUE(engine_->CancelTask(cancel)->cancelled());
+  task = AwaitTask(waiting->id());
+  EXPECT_EQ(task.state(), v1::Task::CANCELLED);
+  EXPECT_FALSE(task.has_start_time());
+
+  v1::CreateTaskRequest both = later;
+  both.mutable_options()->mutable_delay()->set_seconds(1);
+  EXPECT_THAT(engine_->CreateTask(both).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("options.start_at: give")));
+  v1::CreateTaskRequest negative = SleepRequest(0);
+  negative.mutable_options()->mutable_delay()->set_seconds(-1);
+  EXPECT_THAT(engine_->CreateTask(negative).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("options.delay")));
 }
 
 TEST_F(EngineTest, DrainRefusesNewWorkAndCancelsWhatOutlivesIt) {

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "scheduler/engine/errors.h"
@@ -80,6 +81,21 @@ absl::StatusOr<absl::Duration> ValidateDuration(const google::protobuf::Duration
   absl::Duration d = absl::Seconds(seconds) + absl::Nanoseconds(nanos);
   if (d > max) return InvalidField(field, "longer than the limit", absl::FormatDuration(max));
   return d;
+}
+
+absl::Status ValidateTimestamp(const google::protobuf::Timestamp& timestamp,
+                               absl::string_view field, absl::Duration max_ahead) {
+  // google.protobuf.Timestamp's range: 0001-01-01 to 9999-12-31.
+  if (timestamp.seconds() < -62135596800 || timestamp.seconds() > 253402300799 ||
+      timestamp.nanos() < 0 || timestamp.nanos() >= 1'000'000'000) {
+    return InvalidField(field, "not a valid google.protobuf.Timestamp");
+  }
+  const absl::Time at =
+      absl::FromUnixSeconds(timestamp.seconds()) + absl::Nanoseconds(timestamp.nanos());
+  if (at - absl::Now() > max_ahead) {
+    return InvalidField(field, "further away than the limit", absl::FormatDuration(max_ahead));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateBytes(size_t size, absl::string_view field, size_t max) {

@@ -14,6 +14,7 @@
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/map.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/timestamp.pb.h"
 
 namespace cotask::engine {
 
@@ -30,6 +31,10 @@ absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string
 // A well-formed google.protobuf.Duration in [0, max].
 absl::StatusOr<absl::Duration> ValidateDuration(const google::protobuf::Duration& duration,
                                                 absl::string_view field, absl::Duration max);
+
+// A well-formed google.protobuf.Timestamp at most `max_ahead` from now (the past is fine).
+absl::Status ValidateTimestamp(const google::protobuf::Timestamp& timestamp,
+                               absl::string_view field, absl::Duration max_ahead);
 
 absl::Status ValidateBytes(size_t size, absl::string_view field, size_t max);
 
