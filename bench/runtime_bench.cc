@@ -14,6 +14,7 @@
 
 #include "benchmark/benchmark.h"
 #include "scheduler/runtime/event_loop.h"
+#include "scheduler/runtime/loop_thread.h"
 #include "scheduler/runtime/operation_base.h"
 #include "scheduler/runtime/queue.h"
 #include "scheduler/runtime/runner.h"
@@ -64,27 +65,11 @@ void BM_SleepZeroRoundTrip(benchmark::State& state) {
 }
 BENCHMARK(BM_SleepZeroRoundTrip);
 
-// An EventLoop running on its own thread until this is destroyed.
-class LoopOnThread {
- public:
-  LoopOnThread() : thread_([this] { loop_.Run(); }) {}
-  LoopOnThread(const LoopOnThread&) = delete;
-  LoopOnThread& operator=(const LoopOnThread&) = delete;
-  ~LoopOnThread() {
-    loop_.Post([this] { loop_.Stop(); });
-    thread_.join();
-  }
-  EventLoop& loop() { return loop_; }
-
- private:
-  EventLoop loop_;
-  std::thread thread_;
-};
-
 // Post from another thread: callbacks per second through the mutex-guarded queue and the
 // one alarm, while the loop runs on its own thread.
 void BM_PostFromAnotherThread(benchmark::State& state) {
-  LoopOnThread running;
+  LoopThread running;
+  running.Start();
   EventLoop& loop = running.loop();
   std::atomic<int64_t> ran{0};
   int64_t posted = 0;
@@ -100,7 +85,8 @@ BENCHMARK(BM_PostFromAnotherThread)->UseRealTime();
 // Post to a loop blocked in its completion queue and wait until the callback has run: the
 // wake-up latency another thread sees.
 void BM_PostRoundTripToABlockedLoop(benchmark::State& state) {
-  LoopOnThread running;
+  LoopThread running;
+  running.Start();
   EventLoop& loop = running.loop();
   std::atomic<int64_t> ran{0};
   int64_t posted = 0;

@@ -6,7 +6,6 @@
 #include <grpcpp/server_builder.h>
 
 #include <future>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -14,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "scheduler/process/process_supervisor.h"
 #include "scheduler/runtime/event_loop.h"
+#include "scheduler/runtime/loop_thread.h"
 #include "scheduler/runtime/task.h"
 #include "service/health_service.h"
 
@@ -26,33 +26,6 @@ absl::string_view HostOf(absl::string_view address) {
   return colon == absl::string_view::npos ? address : address.substr(0, colon);
 }
 
-// A loop on a thread of its own; Stop() makes it return, shuts it down and joins the thread.
-class LoopThread {
- public:
-  explicit LoopThread(std::unique_ptr<runtime::EventLoop> loop) : loop_(std::move(loop)) {}
-  ~LoopThread() { Stop(); }
-
-  runtime::EventLoop& loop() { return *loop_; }
-  // setup runs on the thread before the loop does, teardown after it has stopped.
-  void Run(std::function<void()> setup, std::function<void()> teardown) {
-    thread_ = std::thread([this, setup = std::move(setup), teardown = std::move(teardown)] {
-      if (setup) setup();
-      loop_->Run();
-      if (teardown) teardown();
-      loop_->Shutdown();
-    });
-  }
-  void Stop() {
-    if (!thread_.joinable()) return;
-    loop_->Post([loop = loop_.get()] { loop->Stop(); });
-    thread_.join();
-  }
-
- private:
-  std::unique_ptr<runtime::EventLoop> loop_;
-  std::thread thread_;
-};
-
 runtime::Task<void> DrainThenSignal(engine::Engine* engine, runtime::EventLoop::Duration timeout,
                                     std::promise<void>* done) {
   absl::Status status = co_await engine->Drain(timeout);
@@ -64,13 +37,13 @@ runtime::Task<void> DrainThenSignal(engine::Engine* engine, runtime::EventLoop::
 
 struct Server::State {
   ServerOptions options;
-  std::unique_ptr<LoopThread> engine_thread;
+  std::unique_ptr<runtime::LoopThread> engine_thread;
   // Made and destroyed on the engine thread.
   std::unique_ptr<process::ProcessSupervisor> processes;
   std::unique_ptr<engine::Engine> engine;
   std::unique_ptr<SchedulerService> scheduler;
   std::unique_ptr<HealthService> health;
-  std::vector<std::unique_ptr<LoopThread>> io_threads;
+  std::vector<std::unique_ptr<runtime::LoopThread>> io_threads;
   std::unique_ptr<grpc::Server> server;
   std::string address;
   int port = 0;
@@ -90,11 +63,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   const ServerOptions& opts = state->options;
 
   // The engine's loop and thread first: the service needs the engine to exist.
-  state->engine_thread = std::make_unique<LoopThread>(std::make_unique<runtime::EventLoop>());
+  state->engine_thread = std::make_unique<runtime::LoopThread>();
   std::promise<void> engine_ready;
   State* s = state.get();
   runtime::EventLoop& engine_loop = state->engine_thread->loop();
-  state->engine_thread->Run(
+  state->engine_thread->Start(
       [s, &engine_loop, &engine_ready] {
         s->processes = std::make_unique<process::ProcessSupervisor>(
             engine_loop, process::SupervisorOptions{.adopt_orphans = s->options.adopt_orphans});
@@ -120,8 +93,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   for (int i = 0; i < std::max(1, opts.io_threads); ++i) {
     std::unique_ptr<grpc::ServerCompletionQueue> queue = builder.AddCompletionQueue();
     queues.push_back(queue.get());
-    state->io_threads.push_back(
-        std::make_unique<LoopThread>(std::make_unique<runtime::EventLoop>(std::move(queue))));
+    state->io_threads.push_back(std::make_unique<runtime::LoopThread>(std::move(queue)));
   }
   state->server = builder.BuildAndStart();
   if (state->server == nullptr || state->port == 0) {
@@ -133,10 +105,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
         ": it must be host:port with a free port (0 picks one), on an interface of this host"));
   }
   for (size_t i = 0; i < queues.size(); ++i) {
-    LoopThread& io = *state->io_threads[i];
+    runtime::LoopThread& io = *state->io_threads[i];
     state->scheduler->Listen(io.loop(), *queues[i]);
     state->health->Listen(io.loop(), *queues[i]);
-    io.Run(nullptr, nullptr);
+    io.Start();
   }
   state->address = absl::StrCat(HostOf(opts.address), ":", state->port);
   std::unique_ptr<Server> server(new Server(std::move(state)));

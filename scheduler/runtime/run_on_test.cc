@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "scheduler/runtime/loop_thread.h"
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
 #include "tests/status_matchers.h"
@@ -13,27 +14,6 @@ namespace {
 
 using ::cotask::testing::StatusIs;
 using namespace std::chrono_literals;
-
-// The other loop, on a thread of its own, until the test ends.
-class OtherLoop {
- public:
-  OtherLoop()
-      : thread_([this] {
-          loop_.Run();
-          loop_.Shutdown();
-        }) {}
-  ~OtherLoop() { Stop(); }
-  void Stop() {
-    if (!thread_.joinable()) return;
-    loop_.Post([this] { loop_.Stop(); });
-    thread_.join();
-  }
-  EventLoop& loop() { return loop_; }
-
- private:
-  EventLoop loop_;
-  std::thread thread_;
-};
 
 Task<std::thread::id> ThreadOf(EventLoop::Duration delay) {
   COTASK_CO_RETURN_IF_ERROR(co_await Sleep(delay));
@@ -46,7 +26,8 @@ Task<std::thread::id> HopAndBack(EventLoop* other, EventLoop::Duration delay) {
 }
 
 TEST(RunOnTest, RunsOnTheTargetLoopAndResumesOnTheCallersOwn) {
-  OtherLoop other;
+  LoopThread other;  // the other loop, on a thread of its own
+  other.Start();
   EventLoop loop;
   absl::StatusOr<std::thread::id> remote = loop.RunUntilComplete(HopAndBack(&other.loop(), 1ms));
   ASSERT_TRUE(remote.ok()) << remote.status();
@@ -54,7 +35,8 @@ TEST(RunOnTest, RunsOnTheTargetLoopAndResumesOnTheCallersOwn) {
 }
 
 TEST(RunOnTest, CancellingTheCallerCancelsTheRemoteTask) {
-  OtherLoop other;
+  LoopThread other;  // the other loop, on a thread of its own
+  other.Start();
   EventLoop loop;
   TaskHandle<std::thread::id> call = loop.CreateTask(HopAndBack(&other.loop(), 1h));
   loop.CallLater(5ms, [&] { call.Cancel("stop"); });
@@ -62,7 +44,8 @@ TEST(RunOnTest, CancellingTheCallerCancelsTheRemoteTask) {
 }
 
 TEST(RunOnTest, CancelledBeforeTheRemoteStartsItNeverRuns) {
-  OtherLoop other;
+  LoopThread other;  // the other loop, on a thread of its own
+  other.Start();
   EventLoop loop;
   TaskHandle<std::thread::id> call = loop.CreateTask(HopAndBack(&other.loop(), 0ms));
   loop.CallSoon([&] { call.Cancel("early"); });
@@ -75,7 +58,8 @@ TEST(RunOnTest, CancelledBeforeTheRemoteStartsItNeverRuns) {
 }
 
 TEST(RunOnTest, ATargetThatHasShutDownAnswersUnavailable) {
-  OtherLoop other;
+  LoopThread other;  // the other loop, on a thread of its own
+  other.Start();
   other.Stop();
   EventLoop loop;
   EXPECT_THAT(loop.RunUntilComplete(HopAndBack(&other.loop(), 0ms)).status(),

@@ -1,0 +1,31 @@
+#include "scheduler/runtime/loop_thread.h"
+
+#include <grpcpp/completion_queue.h>
+
+#include <utility>
+
+namespace cotask::runtime {
+
+LoopThread::LoopThread() : loop_(std::make_unique<EventLoop>()) {}
+
+LoopThread::LoopThread(std::unique_ptr<grpc::CompletionQueue> queue)
+    : loop_(std::make_unique<EventLoop>(std::move(queue))) {}
+
+void LoopThread::Start(absl::AnyInvocable<void() &&> setup,
+                       absl::AnyInvocable<void() &&> teardown) {
+  thread_ = std::thread(
+      [loop = loop_.get(), setup = std::move(setup), teardown = std::move(teardown)]() mutable {
+        if (setup) std::move(setup)();
+        loop->Run();
+        if (teardown) std::move(teardown)();
+        loop->Shutdown();
+      });
+}
+
+void LoopThread::Stop() {
+  if (!thread_.joinable()) return;
+  loop_->Post([loop = loop_.get()] { loop->Stop(); });
+  thread_.join();
+}
+
+}  // namespace cotask::runtime
