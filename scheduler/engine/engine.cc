@@ -78,6 +78,32 @@ absl::Status ValidateLookupKey(const std::string& key, const char* field) {
   return ValidateBytes(key.size(), field, kMaxIdBytes);
 }
 
+LabelBounds LabelBoundsOf(const EngineOptions& options) {
+  return {options.max_labels, options.max_label_key_bytes, options.max_label_value_bytes};
+}
+
+struct Page {
+  int size;
+  std::string after;  // the key the page token resumes after; "" for the first page
+};
+
+// The common start of ListTasks and ListGroups: the page size, the labels filter checked, and
+// where the page token resumes. `query` becomes the request without its paging fields: the
+// query a token is tied to.
+template <class Request>
+absl::StatusOr<Page> StartPage(const Request& request, const LabelBounds& bounds, Request* query) {
+  COTASK_ASSIGN_OR_RETURN(int size, PageSize(request.page_size(), kDefaultPageSize, kMaxPageSize));
+  COTASK_RETURN_IF_ERROR(ValidateLabels(request.labels(), "labels", bounds));
+  *query = request;
+  query->clear_page_size();
+  query->clear_page_token();
+  Page page{size, {}};
+  if (!request.page_token().empty()) {
+    COTASK_ASSIGN_OR_RETURN(page.after, DecodePageToken(*query, request.page_token()));
+  }
+  return page;
+}
+
 bool IsEnvName(const std::string& name) {
   if (name.empty() || absl::ascii_isdigit(static_cast<unsigned char>(name[0]))) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
@@ -261,9 +287,7 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
     COTASK_RETURN_IF_ERROR(
         ValidateTimestamp(request.options().start_at(), "options.start_at", options_.max_duration));
   }
-  COTASK_RETURN_IF_ERROR(ValidateLabels(
-      request.labels(), "labels",
-      {options_.max_labels, options_.max_label_key_bytes, options_.max_label_value_bytes}));
+  COTASK_RETURN_IF_ERROR(ValidateLabels(request.labels(), "labels", LabelBoundsOf(options_)));
   COTASK_RETURN_IF_ERROR(
       ValidateBytes(request.request_id().size(), "request_id", options_.max_request_id_bytes));
   if (!request.group().empty()) {
@@ -273,33 +297,33 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
 }
 
 absl::StatusOr<v1::Task> Engine::CreateTask(const v1::CreateTaskRequest& request) {
-  v1::CreateTasksRequest batch;
-  *batch.add_requests() = request;
-  COTASK_ASSIGN_OR_RETURN(v1::CreateTasksResponse created,
-                          CreateBatch(batch, /*name_items=*/false));
+  const v1::CreateTaskRequest* one[] = {&request};
+  COTASK_ASSIGN_OR_RETURN(v1::CreateTasksResponse created, CreateBatch(one, /*name_items=*/false));
   return std::move(*created.mutable_tasks(0));
 }
 
 absl::StatusOr<v1::CreateTasksResponse> Engine::CreateTasks(const v1::CreateTasksRequest& request) {
-  return CreateBatch(request, /*name_items=*/true);
+  std::vector<const v1::CreateTaskRequest*> requests;
+  requests.reserve(request.requests_size());
+  for (const v1::CreateTaskRequest& one : request.requests()) requests.push_back(&one);
+  return CreateBatch(requests, /*name_items=*/true);
 }
 
-absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(const v1::CreateTasksRequest& request,
-                                                            bool name_items) {
+absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
+    absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items) {
   if (draining_) {
     return Error(absl::StatusCode::kUnavailable, "DRAINING",
                  "the server is shutting down and takes no new tasks");
   }
-  if (request.requests_size() > static_cast<int>(options_.max_batch_size)) {
-    return InvalidField("requests",
-                        absl::StrCat(request.requests_size(), " tasks, more than the limit"),
+  if (requests.size() > options_.max_batch_size) {
+    return InvalidField("requests", absl::StrCat(requests.size(), " tasks, more than the limit"),
                         absl::StrCat(options_.max_batch_size, " tasks"));
   }
   // Validate everything first: a batch is created whole or not at all.
   size_t new_tasks = 0;
   absl::flat_hash_set<std::string> batch_request_ids;
-  for (int i = 0; i < request.requests_size(); ++i) {
-    const v1::CreateTaskRequest& one = request.requests(i);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const v1::CreateTaskRequest& one = *requests[i];
     const std::string& request_id = one.request_id();
     if (!request_id.empty() &&
         (task_requests_.contains(request_id) || !batch_request_ids.insert(request_id).second)) {
@@ -318,7 +342,8 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(const v1::CreateTask
         {{"bound", absl::StrCat(options_.max_pending_tasks)}});
   }
   v1::CreateTasksResponse response;
-  for (const v1::CreateTaskRequest& one : request.requests()) {
+  for (const v1::CreateTaskRequest* request : requests) {
+    const v1::CreateTaskRequest& one = *request;
     if (!one.request_id().empty()) {
       if (auto it = task_requests_.find(one.request_id()); it != task_requests_.end()) {
         if (auto task = tasks_.find(it->second); task != tasks_.end()) {
@@ -605,21 +630,11 @@ absl::StatusOr<v1::Task> Engine::GetTask(const v1::GetTaskRequest& request) cons
 }
 
 absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksRequest& request) const {
-  COTASK_ASSIGN_OR_RETURN(int page_size,
-                          PageSize(request.page_size(), kDefaultPageSize, kMaxPageSize));
   if (!v1::Task::State_IsValid(request.state())) {
     return InvalidField("state", absl::StrCat("unknown value ", request.state()));
   }
-  COTASK_RETURN_IF_ERROR(ValidateLabels(
-      request.labels(), "labels",
-      {options_.max_labels, options_.max_label_key_bytes, options_.max_label_value_bytes}));
-  v1::ListTasksRequest query = request;
-  query.clear_page_size();
-  query.clear_page_token();
-  std::string after;
-  if (!request.page_token().empty()) {
-    COTASK_ASSIGN_OR_RETURN(after, DecodePageToken(query, request.page_token()));
-  }
+  v1::ListTasksRequest query;
+  COTASK_ASSIGN_OR_RETURN(Page page, StartPage(request, LabelBoundsOf(options_), &query));
   v1::ListTasksResponse response;
   auto matches = [&](const TaskRecord& record) {
     return (request.state() == v1::Task::STATE_UNSPECIFIED ||
@@ -630,7 +645,7 @@ absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksReque
   bool more = false;
   auto visit = [&](const TaskRecord& record) {
     if (!matches(record)) return true;
-    if (response.tasks_size() == page_size) {
+    if (response.tasks_size() == page.size) {
       more = true;
       return false;
     }
@@ -642,14 +657,14 @@ absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksReque
     auto group = groups_.find(request.group());
     if (group != groups_.end()) {
       const std::vector<std::string>& ids = group->second->task_ids;
-      for (auto it = std::upper_bound(ids.begin(), ids.end(), after); it != ids.end(); ++it) {
+      for (auto it = std::upper_bound(ids.begin(), ids.end(), page.after); it != ids.end(); ++it) {
         auto task = tasks_.find(*it);
         if (task == tasks_.end()) continue;  // forgotten
         if (!visit(*task->second)) break;
       }
     }
   } else {
-    for (auto it = tasks_.upper_bound(after); it != tasks_.end(); ++it) {
+    for (auto it = tasks_.upper_bound(page.after); it != tasks_.end(); ++it) {
       if (!visit(*it->second)) break;
     }
   }
@@ -784,9 +799,7 @@ absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& requ
   if (!v1::Group::Policy_IsValid(request.policy())) {
     return InvalidField("policy", absl::StrCat("unknown value ", request.policy()));
   }
-  COTASK_RETURN_IF_ERROR(ValidateLabels(
-      request.labels(), "labels",
-      {options_.max_labels, options_.max_label_key_bytes, options_.max_label_value_bytes}));
+  COTASK_RETURN_IF_ERROR(ValidateLabels(request.labels(), "labels", LabelBoundsOf(options_)));
   if (request.has_deadline() && request.has_timeout()) {
     return InvalidField("timeout", "give a deadline or a timeout, not both");
   }
@@ -876,31 +889,21 @@ absl::StatusOr<v1::Group> Engine::GetGroup(const v1::GetGroupRequest& request) c
 
 absl::StatusOr<v1::ListGroupsResponse> Engine::ListGroups(
     const v1::ListGroupsRequest& request) const {
-  COTASK_ASSIGN_OR_RETURN(int page_size,
-                          PageSize(request.page_size(), kDefaultPageSize, kMaxPageSize));
   if (!v1::Group::State_IsValid(request.state())) {
     return InvalidField("state", absl::StrCat("unknown value ", request.state()));
   }
-  COTASK_RETURN_IF_ERROR(ValidateLabels(
-      request.labels(), "labels",
-      {options_.max_labels, options_.max_label_key_bytes, options_.max_label_value_bytes}));
-  v1::ListGroupsRequest query = request;
-  query.clear_page_size();
-  query.clear_page_token();
-  std::string after;
-  if (!request.page_token().empty()) {
-    COTASK_ASSIGN_OR_RETURN(after, DecodePageToken(query, request.page_token()));
-  }
+  v1::ListGroupsRequest query;
+  COTASK_ASSIGN_OR_RETURN(Page page, StartPage(request, LabelBoundsOf(options_), &query));
   v1::ListGroupsResponse response;
   std::string last;
-  for (auto it = groups_.upper_bound(after); it != groups_.end(); ++it) {
+  for (auto it = groups_.upper_bound(page.after); it != groups_.end(); ++it) {
     const v1::Group& group = it->second->group;
     if (!request.parent().empty() && group.parent() != request.parent()) continue;
     if (request.state() != v1::Group::STATE_UNSPECIFIED && group.state() != request.state()) {
       continue;
     }
     if (!LabelsMatch(group.labels(), request.labels())) continue;
-    if (response.groups_size() == page_size) {
+    if (response.groups_size() == page.size) {
       response.set_next_page_token(EncodePageToken(query, last));
       break;
     }

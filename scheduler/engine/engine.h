@@ -29,6 +29,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "cotask/v1/scheduler.pb.h"
 #include "scheduler/engine/event_log.h"
 #include "scheduler/process/process_spec.h"
@@ -134,8 +135,9 @@ class Engine {
   struct TaskRecord;
   struct GroupRecord;
 
-  absl::StatusOr<v1::CreateTasksResponse> CreateBatch(const v1::CreateTasksRequest& request,
-                                                      bool name_items);
+  // Creates all the tasks or none; name_items: errors name the item ("requests[3].spec").
+  absl::StatusOr<v1::CreateTasksResponse> CreateBatch(
+      absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items);
   absl::Status ValidateCreate(const v1::CreateTaskRequest& request) const;
   absl::Status CheckGroupAccepts(const std::string& name, const char* field) const;
   TaskRecord& AddTask(const v1::CreateTaskRequest& request);
