@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "scheduler/engine/validation.h"
 #include "service/env_flags.h"
 #include "service/server.h"
 
@@ -63,6 +64,17 @@ ABSL_FLAG(absl::Duration, exec_kill_grace, absl::Seconds(5),
           "their own)");
 ABSL_FLAG(int64_t, exec_output_tail_bytes, 4096,
           "the tail of an exec task's output kept in its result");
+
+ABSL_FLAG(std::string, semaphores, "",
+          "named semaphores to declare, as name=limit[,name=limit...] (more may be made with "
+          "CreateSemaphore)");
+ABSL_FLAG(int64_t, max_semaphores, 10'000, "named semaphores in all");
+ABSL_FLAG(int64_t, max_events, 10'000, "named events in all");
+ABSL_FLAG(int64_t, max_runners, 10'000, "runners (OpenRunner streams) open at once");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(30),
+          "ping a connection idle this long (a lost client's runner then ends)");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(10),
+          "drop a connection whose ping is not answered within this");
 
 namespace {
 
@@ -112,6 +124,9 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
       {&FLAGS_max_log_bytes, "max_log_bytes", 1, &engine.max_log_bytes},
       {&FLAGS_max_watchers, "max_watchers", 0, &options.scheduler.max_watchers},
       {&FLAGS_exec_output_tail_bytes, "exec_output_tail_bytes", 0, &engine.exec_output_tail_bytes},
+      {&FLAGS_max_semaphores, "max_semaphores", 0, &engine.max_semaphores},
+      {&FLAGS_max_events, "max_events", 0, &engine.max_events},
+      {&FLAGS_max_runners, "max_runners", 0, &engine.max_runners},
   };
   for (const SizeFlag& size : sizes) {
     absl::StatusOr<size_t> value = Bound(*size.flag, size.name, size.min);
@@ -131,6 +146,21 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
     engine.exec_allow.push_back(program);
   }
   engine.exec_path = absl::GetFlag(FLAGS_exec_path);
+  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> semaphores =
+      cotask::engine::ParseSemaphores(absl::GetFlag(FLAGS_semaphores));
+  if (!semaphores.ok()) return semaphores.status();
+  if (semaphores->size() > engine.max_semaphores) {
+    return absl::InvalidArgumentError("--semaphores declares more than --max_semaphores");
+  }
+  engine.semaphores = *std::move(semaphores);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  for (const auto& [name, value] : {std::pair{"keepalive_time", options.keepalive_time},
+                                    std::pair{"keepalive_timeout", options.keepalive_timeout}}) {
+    if (value < absl::Seconds(1) || value > absl::Hours(24)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, " must be from 1s to 24h"));
+    }
+  }
   options.adopt_orphans = absl::GetFlag(FLAGS_adopt_orphans);
   const absl::Duration grace = absl::GetFlag(FLAGS_exec_kill_grace);
   if (grace < absl::ZeroDuration() || grace > absl::Hours(1)) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "cotask/v1/scheduler.grpc.pb.h"
@@ -16,12 +17,14 @@
 #include "scheduler/engine/engine.h"
 #include "scheduler/engine/errors.h"
 #include "scheduler/runtime/run_on.h"
+#include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
 #include "service/internal/call_ops.h"
 #include "service/internal/serve.h"
 
 namespace cotask::service {
 
+using internal::DoneSignal;
 using internal::Op;
 using Async = v1::Scheduler::AsyncService;
 
@@ -116,6 +119,112 @@ runtime::Task<void> ServeWatch(Impl* impl, runtime::EventLoop* loop,
       });
 }
 
+// OpenRunner: one runner per stream, closed whatever way the stream ends.
+using RunnerStream = grpc::ServerAsyncReaderWriter<v1::RunnerResponse, v1::RunnerRequest>;
+
+// How the client ended the runner, as its stream's reader saw it.
+struct ClientEnd {
+  bool seen = false;    // the reader saw the end (a close, a half-close, or a bad message)
+  std::string reason;   // for the cancellations' message
+  absl::Status status;  // the call's status: OK, or INVALID_ARGUMENT for a bad message
+};
+
+// Reads the client's messages after `open` until its end, then stops the writer (`main`, at
+// its current wait) so that the runner is closed.
+runtime::Task<void> ReadRunnerRequests(RunnerStream* stream, ClientEnd* end,
+                                       runtime::TaskRef main) {
+  constexpr size_t kMaxReasonBytes = 1024;
+  v1::RunnerRequest request;
+  bool got = co_await Op([&](void* tag) { stream->Read(&request, tag); });
+  end->seen = true;
+  if (!got) {
+    end->reason =
+        "its stream ended without a close (the client half-closed it, disconnected, or its "
+        "deadline or keepalive expired)";
+  } else if (request.has_close()) {
+    end->reason = request.close().reason().empty()
+                      ? "the client closed it"
+                      : absl::StrCat("the client closed it: ",
+                                     request.close().reason().substr(0, kMaxReasonBytes));
+  } else {
+    end->status = engine::InvalidField(
+        "kind", "after `open`, a runner's stream takes only `close` (or a half-close)");
+    end->reason = "its client broke the stream's protocol";
+  }
+  main.Cancel(end->reason);
+  // Drain what else comes until the client half-closes or the call ends.
+  while (got) got = co_await Op([&](void* tag) { stream->Read(&request, tag); });
+  co_return absl::OkStatus();
+}
+
+runtime::Task<void> ServeRunner(Impl* impl, runtime::EventLoop* loop,
+                                grpc::ServerCompletionQueue* queue) {
+  using E = engine::Engine;
+  grpc::ServerContext context;
+  RunnerStream stream(&context);
+  DoneSignal done;
+  done.Arm(context);
+  const bool started = co_await Op(
+      [&](void* tag) { impl->async.RequestOpenRunner(&context, &stream, queue, queue, tag); });
+  if (!started) co_return absl::OkStatus();  // the server is shutting down
+  loop->CreateTask(ServeRunner(impl, loop, queue));
+  auto finish = [&](const absl::Status& status) {
+    return Op([&](void* tag) { stream.Finish(ToGrpcStatus(status), tag); });
+  };
+  auto write = [&](const v1::RunnerResponse& message) {
+    return Op([&](void* tag) { stream.Write(message, tag); });
+  };
+
+  v1::RunnerRequest first;
+  absl::StatusOr<v1::RunnerResponse> opened = engine::InvalidField(
+      "open", "the stream ended before its first message, which must open the runner");
+  if (co_await Op([&](void* tag) { stream.Read(&first, tag); })) {
+    if (first.has_open()) {
+      opened = co_await runtime::RunOn(
+          *impl->engine_loop, CallEngine<&E::OpenRunner, v1::OpenRunnerRequest, v1::RunnerResponse>(
+                                  impl->engine, std::move(*first.mutable_open())));
+    } else {
+      opened = engine::InvalidField("open", "required: the first message opens the runner");
+    }
+  }
+  if (!opened.ok()) {
+    co_await finish(opened.status());
+    co_await done.Wait();
+    co_return absl::OkStatus();
+  }
+  const std::string id = opened->opened().runner();
+  ClientEnd end;
+  runtime::TaskHandle<void> reader = loop->CreateTask(ReadRunnerRequests(
+      &stream, &end, runtime::TaskRef(&runtime::internal::CurrentTaskOrDie("OpenRunner"))));
+  bool writable = co_await write(*opened);
+  while (writable) {
+    absl::StatusOr<std::vector<v1::RunnerResponse>> reports =
+        co_await runtime::RunOn(*impl->engine_loop, impl->engine->NextRunnerReports(id));
+    if (!reports.ok() || reports->empty()) break;  // the runner's end (cancelled by the reader)
+    for (const v1::RunnerResponse& report : *reports) {
+      if (!(writable = co_await write(report))) break;
+    }
+  }
+  // A cancellation still on its way (the client went away meanwhile) is taken here, so that
+  // the runner is closed below in any case.
+  (void)co_await runtime::Sleep(std::chrono::nanoseconds(0));
+  const std::string reason =
+      end.seen ? end.reason
+               : "its client went away (disconnected, cancelled, or its deadline or keepalive "
+                 "expired)";
+  absl::StatusOr<std::vector<v1::RunnerResponse>> last =
+      co_await runtime::RunOn(*impl->engine_loop, impl->engine->CloseRunner(id, reason));
+  if (end.seen && writable && last.ok()) {
+    for (const v1::RunnerResponse& message : *last) {
+      if (!co_await write(message)) break;
+    }
+  }
+  co_await finish(end.status);
+  (void)co_await reader;
+  co_await done.Wait();
+  co_return absl::OkStatus();
+}
+
 }  // namespace
 
 SchedulerService::SchedulerService(engine::Engine& engine, runtime::EventLoop& engine_loop,
@@ -160,7 +269,21 @@ void SchedulerService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQu
                              /*kWaits=*/true>(impl, &loop, &queue));
   loop.CreateTask(ServeUnary<&Async::RequestWaitTasks, &E::WaitTasks, v1::WaitTasksRequest,
                              v1::WaitTasksResponse, /*kWaits=*/true>(impl, &loop, &queue));
+  loop.CreateTask(
+      ServeUnary<&Async::RequestSetEvent, &E::SetEvent, v1::SetEventRequest, v1::NamedEvent>(
+          impl, &loop, &queue));
+  loop.CreateTask(
+      ServeUnary<&Async::RequestClearEvent, &E::ClearEvent, v1::ClearEventRequest, v1::NamedEvent>(
+          impl, &loop, &queue));
+  loop.CreateTask(
+      ServeUnary<&Async::RequestGetEvent, &E::GetEvent, v1::GetEventRequest, v1::NamedEvent>(
+          impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestCreateSemaphore, &E::CreateSemaphore,
+                             v1::CreateSemaphoreRequest, v1::Semaphore>(impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestGetSemaphore, &E::GetSemaphore, v1::GetSemaphoreRequest,
+                             v1::Semaphore>(impl, &loop, &queue));
   loop.CreateTask(ServeWatch(impl, &loop, &queue));
+  loop.CreateTask(ServeRunner(impl, &loop, &queue));
 }
 
 }  // namespace cotask::service

@@ -29,6 +29,11 @@ struct ServerOptions {
   // Reparent orphaned descendants of exec tasks to cotaskd and reap them (see
   // process::SupervisorOptions): no zombies when cotaskd is a container's PID 1.
   bool adopt_orphans = true;
+  // HTTP/2 keepalive: the server pings a connection idle this long, and drops it (cancelling
+  // its calls: a runner ends) if the ping is not answered within keepalive_timeout. Clients
+  // may ping every 10s or more.
+  absl::Duration keepalive_time = absl::Seconds(30);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
   engine::EngineOptions engine;
   SchedulerServiceOptions scheduler;
 };

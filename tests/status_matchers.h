@@ -11,9 +11,10 @@
 namespace cotask::testing {
 
 // StatusIs(code, message): the exact code, and a message that is `message` (a string) or
-// matches it (a matcher such as HasSubstr).
-template <class MessageMatcher>
-::testing::Matcher<const absl::Status&> StatusIs(absl::StatusCode code, MessageMatcher message) {
+// matches it (a matcher such as HasSubstr); any message if none is given.
+template <class MessageMatcher = decltype(::testing::_)>
+::testing::Matcher<const absl::Status&> StatusIs(absl::StatusCode code,
+                                                 MessageMatcher message = ::testing::_) {
   return ::testing::AllOf(
       ::testing::Property("code", &absl::Status::code, code),
       ::testing::ResultOf([](const absl::Status& s) { return std::string(s.message()); },

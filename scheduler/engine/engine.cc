@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 #include "scheduler/engine/errors.h"
+#include "scheduler/engine/records.h"
 #include "scheduler/engine/validation.h"
 #include "scheduler/process/process_supervisor.h"
 #include "scheduler/runtime/check.h"
@@ -27,28 +28,17 @@ using google::protobuf::util::TimeUtil;
 
 constexpr int kDefaultPageSize = 100;
 constexpr int kMaxPageSize = 1000;
-constexpr size_t kMaxGroupNameBytes = 128;
 constexpr size_t kMaxIdBytes = 128;
 // Groups nest at most this deep (ending a group ends its ancestors recursively).
 constexpr int kMaxGroupDepth = 32;
 // A group keeps the first failures of its children, and its error message names the first few.
 constexpr int kMaxFailuresKept = 100;
 constexpr int kMaxFailuresNamed = 10;
-
-bool IsTerminal(v1::Task::State state) {
-  return state == v1::Task::SUCCEEDED || state == v1::Task::FAILED ||
-         state == v1::Task::CANCELLED || state == v1::Task::TIMED_OUT;
-}
-
-bool IsTerminal(v1::Group::State state) {
-  return state == v1::Group::SUCCEEDED || state == v1::Group::FAILED ||
-         state == v1::Group::CANCELLED || state == v1::Group::TIMED_OUT;
-}
-
-// (Not TimeUtil::GetCurrentTime: Debian's protobuf 3.21 gives it whole seconds only.)
-google::protobuf::Timestamp Now() {
-  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
-}
+// Entries of a task's options.acquire and options.wait_events.
+constexpr int kMaxAcquire = 16;
+constexpr int kMaxWaitEvents = 16;
+constexpr int kMaxAttempts = 100;
+constexpr double kMaxMultiplier = 10;
 
 bool LabelsMatch(const google::protobuf::Map<std::string, std::string>& have,
                  const google::protobuf::Map<std::string, std::string>& want) {
@@ -59,27 +49,9 @@ bool LabelsMatch(const google::protobuf::Map<std::string, std::string>& have,
   return true;
 }
 
-absl::Status ValidateName(const std::string& name, const char* field) {
-  if (name.empty()) return InvalidField(field, "required");
-  if (name.size() > kMaxGroupNameBytes) {
-    return InvalidField(field, absl::StrCat(name.size(), " bytes, more than the limit"),
-                        absl::StrCat(kMaxGroupNameBytes, " bytes"));
-  }
-  for (char c : name) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      return InvalidField(field, "a group name may only have [A-Za-z0-9._-]");
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ValidateLookupKey(const std::string& key, const char* field) {
   if (key.empty()) return InvalidField(field, "required");
   return ValidateBytes(key.size(), field, kMaxIdBytes);
-}
-
-LabelBounds LabelBoundsOf(const EngineOptions& options) {
-  return {options.max_labels, options.max_label_key_bytes, options.max_label_value_bytes};
 }
 
 struct Page {
@@ -104,13 +76,6 @@ absl::StatusOr<Page> StartPage(const Request& request, const LabelBounds& bounds
   return page;
 }
 
-bool IsEnvName(const std::string& name) {
-  if (name.empty() || absl::ascii_isdigit(static_cast<unsigned char>(name[0]))) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_';
-  });
-}
-
 std::string GroupFailureMessage(const v1::Group& group) {
   std::vector<std::string> parts;
   for (const v1::ChildFailure& f : group.failures()) {
@@ -128,39 +93,12 @@ std::string GroupFailureMessage(const v1::Group& group) {
 
 }  // namespace
 
-struct Engine::TaskRecord {
-  explicit TaskRecord(size_t max_log_bytes) : log(max_log_bytes) {}
-
-  v1::Task task;
-  EventLog log;
-  GroupRecord* group = nullptr;
-  runtime::TaskRef life;  // the coroutine; set until the task has ended
-  bool started = false;
-  std::string output_tail;  // exec: the last bytes of stdout and stderr
-  bool output_truncated = false;
-  std::vector<std::weak_ptr<runtime::Event>> end_waiters;  // Run and WaitTasks calls
-};
-
-struct Engine::GroupRecord {
-  explicit GroupRecord(size_t max_log_bytes) : log(max_log_bytes) {}
-
-  v1::Group group;
-  EventLog log;
-  GroupRecord* parent = nullptr;
-  std::vector<std::string> task_ids;     // every child task, in creation order
-  std::vector<std::string> group_names;  // every child group
-  absl::flat_hash_set<TaskRecord*> active_tasks;
-  absl::flat_hash_set<GroupRecord*> active_groups;
-  runtime::TimerHandle deadline_timer;
-  int depth = 1;           // 1 for a group without a parent
-  bool aborted = false;    // a child failed: the rest were cancelled
-  bool cancelled = false;  // CancelGroup, or its parent's cancellation
-  bool timed_out = false;
-};
-
 Engine::Engine(runtime::EventLoop& loop, process::ProcessSupervisor& processes,
                EngineOptions options)
     : loop_(loop), processes_(processes), options_(std::move(options)) {
+  for (const auto& [name, limit] : options_.semaphores) {
+    COTASK_CHECK(permits_.Declare(name, limit).ok(), "a semaphore declared twice");
+  }
   idle_.Set();
 }
 
@@ -287,11 +225,100 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
     COTASK_RETURN_IF_ERROR(
         ValidateTimestamp(request.options().start_at(), "options.start_at", options_.max_duration));
   }
+  COTASK_RETURN_IF_ERROR(ValidateCoordination(request.options()));
   COTASK_RETURN_IF_ERROR(ValidateLabels(request.labels(), "labels", LabelBoundsOf(options_)));
   COTASK_RETURN_IF_ERROR(
       ValidateBytes(request.request_id().size(), "request_id", options_.max_request_id_bytes));
   if (!request.group().empty()) {
     COTASK_RETURN_IF_ERROR(CheckGroupAccepts(request.group(), "group"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::ValidateCoordination(const v1::TaskOptions& options) const {
+  if (options.after_size() > static_cast<int>(options_.max_batch_size)) {
+    return InvalidField("options.after",
+                        absl::StrCat(options.after_size(), " dependencies, more than the limit"),
+                        absl::StrCat(options_.max_batch_size));
+  }
+  absl::flat_hash_set<absl::string_view> seen;
+  for (int i = 0; i < options.after_size(); ++i) {
+    const std::string field = absl::StrCat("options.after[", i, "]");
+    const std::string& id = options.after(i);
+    COTASK_RETURN_IF_ERROR(ValidateLookupKey(id, field.c_str()));
+    if (!tasks_.contains(id)) {
+      return InvalidField(field, absl::StrCat("no task ", absl::CHexEscape(id),
+                                              " (a dependency must exist when the task is made)"));
+    }
+    if (!seen.insert(id).second) return InvalidField(field, "listed twice");
+  }
+  if (options.has_retry()) {
+    const v1::RetryPolicy& retry = options.retry();
+    if (retry.max_attempts() < 0 || retry.max_attempts() > kMaxAttempts) {
+      return InvalidField("options.retry.max_attempts", "must be 0 to 100",
+                          absl::StrCat(kMaxAttempts));
+    }
+    absl::Duration initial = absl::Seconds(1);
+    if (retry.has_initial_backoff()) {
+      COTASK_ASSIGN_OR_RETURN(
+          initial, ValidateDuration(retry.initial_backoff(), "options.retry.initial_backoff",
+                                    options_.max_duration));
+    }
+    if (retry.has_max_backoff()) {
+      COTASK_ASSIGN_OR_RETURN(absl::Duration max,
+                              ValidateDuration(retry.max_backoff(), "options.retry.max_backoff",
+                                               options_.max_duration));
+      if (max < initial) {
+        return InvalidField("options.retry.max_backoff", "less than initial_backoff");
+      }
+    }
+    if (retry.multiplier() != 0 &&
+        !(retry.multiplier() >= 1 && retry.multiplier() <= kMaxMultiplier)) {
+      return InvalidField("options.retry.multiplier", "must be 1 to 10 (or 0 for 2)", "10");
+    }
+    for (int i = 0; i < retry.retry_on_size(); ++i) {
+      if (retry.retry_on(i) != v1::Task::FAILED && retry.retry_on(i) != v1::Task::TIMED_OUT) {
+        return InvalidField(absl::StrCat("options.retry.retry_on[", i, "]"),
+                            "only FAILED and TIMED_OUT are retried");
+      }
+    }
+  }
+  if (options.acquire_size() > kMaxAcquire) {
+    return InvalidField("options.acquire",
+                        absl::StrCat(options.acquire_size(), " entries, more than the limit"),
+                        absl::StrCat(kMaxAcquire));
+  }
+  seen.clear();
+  for (int i = 0; i < options.acquire_size(); ++i) {
+    const v1::Permit& permit = options.acquire(i);
+    const std::string field = absl::StrCat("options.acquire[", i, "]");
+    COTASK_RETURN_IF_ERROR(ValidateName(permit.semaphore(), absl::StrCat(field, ".semaphore")));
+    const int64_t limit = permits_.Limit(permit.semaphore());
+    if (limit == 0) {
+      return InvalidField(absl::StrCat(field, ".semaphore"),
+                          absl::StrCat("no semaphore named ", permit.semaphore(),
+                                       " (declare it with --semaphores or CreateSemaphore)"));
+    }
+    if (permit.count() < 0 || permit.count() > limit) {
+      return InvalidField(
+          absl::StrCat(field, ".count"),
+          absl::StrCat(permit.count(), " permits; semaphore ", permit.semaphore(), " has ", limit),
+          absl::StrCat(limit));
+    }
+    if (!seen.insert(permit.semaphore()).second) {
+      return InvalidField(absl::StrCat(field, ".semaphore"), "listed twice");
+    }
+  }
+  if (options.wait_events_size() > kMaxWaitEvents) {
+    return InvalidField("options.wait_events",
+                        absl::StrCat(options.wait_events_size(), " events, more than the limit"),
+                        absl::StrCat(kMaxWaitEvents));
+  }
+  seen.clear();
+  for (int i = 0; i < options.wait_events_size(); ++i) {
+    const std::string field = absl::StrCat("options.wait_events[", i, "]");
+    COTASK_RETURN_IF_ERROR(ValidateName(options.wait_events(i), field));
+    if (!seen.insert(options.wait_events(i)).second) return InvalidField(field, "listed twice");
   }
   return absl::OkStatus();
 }
@@ -322,17 +349,40 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
   // Validate everything first: a batch is created whole or not at all.
   size_t new_tasks = 0;
   absl::flat_hash_set<std::string> batch_request_ids;
+  absl::flat_hash_set<std::string> new_events;
+  // Requests made in a runner, with its context applied.
+  std::vector<const v1::CreateTaskRequest*> effective(requests.begin(), requests.end());
+  std::deque<v1::CreateTaskRequest> in_runner;
   for (size_t i = 0; i < requests.size(); ++i) {
-    const v1::CreateTaskRequest& one = *requests[i];
-    const std::string& request_id = one.request_id();
+    const std::string& request_id = requests[i]->request_id();
     if (!request_id.empty() &&
         (task_requests_.contains(request_id) || !batch_request_ids.insert(request_id).second)) {
       continue;  // an earlier create (or an earlier item) made this task
     }
-    if (absl::Status status = ValidateCreate(one); !status.ok()) {
+    absl::Status status;
+    if (!requests[i]->runner().empty()) {
+      absl::StatusOr<RunnerRecord*> runner = FindOpenRunner(requests[i]->runner(), "runner");
+      status = runner.status();
+      if (runner.ok()) {
+        effective[i] = &in_runner.emplace_back(*requests[i]);
+        ApplyRunnerContext(**runner, &in_runner.back());
+      }
+    }
+    if (status.ok()) status = ValidateCreate(*effective[i]);
+    if (!status.ok()) {
       return !name_items ? status : PrefixField(status, absl::StrCat("requests[", i, "]."));
     }
+    for (const std::string& name : effective[i]->options().wait_events()) {
+      if (!events_.contains(name)) new_events.insert(name);
+    }
     ++new_tasks;
+  }
+  if (events_.size() + new_events.size() > options_.max_events) {
+    return Error(
+        absl::StatusCode::kResourceExhausted, "TOO_MANY_EVENTS",
+        absl::StrCat("the server has ", events_.size(), " named events; ", new_events.size(),
+                     " more would pass --max_events=", options_.max_events),
+        {{"bound", absl::StrCat(options_.max_events)}});
   }
   if (pending_tasks_ + new_tasks > options_.max_pending_tasks) {
     return Error(
@@ -342,7 +392,7 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
         {{"bound", absl::StrCat(options_.max_pending_tasks)}});
   }
   v1::CreateTasksResponse response;
-  for (const v1::CreateTaskRequest* request : requests) {
+  for (const v1::CreateTaskRequest* request : effective) {
     const v1::CreateTaskRequest& one = *request;
     if (!one.request_id().empty()) {
       if (auto it = task_requests_.find(one.request_id()); it != task_requests_.end()) {
@@ -376,7 +426,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   task.set_attempt(1);
   task.set_request_id(request.request_id());
   task.set_detached(request.detached());
-  *task.mutable_create_time() = Now();
+  *task.mutable_create_time() = NowProto();
   if (request.options().has_delay()) {
     *task.mutable_start_after() = TimeUtil::NanosecondsToTimestamp(
         TimeUtil::TimestampToNanoseconds(task.create_time()) +
@@ -384,8 +434,22 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   } else if (request.options().has_start_at()) {
     *task.mutable_start_after() = request.options().start_at();
   }
+  task.set_runner(request.runner());
+  // What it waits for, as far as is known before its life begins (Life keeps it up to date).
+  // (Most tasks wait for nothing: no Waiting message for them.)
+  for (const std::string& id : request.options().after()) {
+    if (!IsTerminal(tasks_.at(id)->task.state())) task.mutable_waiting()->add_tasks(id);
+  }
+  if (task.has_start_after()) *task.mutable_waiting()->mutable_until() = task.start_after();
+  for (const std::string& name : request.options().wait_events()) {
+    if (!EnsureEvent(name).signal.is_set()) task.mutable_waiting()->add_events(name);
+  }
   tasks_.emplace(task.id(), std::move(owned));
   if (!request.request_id().empty()) task_requests_[request.request_id()] = task.id();
+  if (!request.runner().empty()) {
+    record.runner = runners_.at(request.runner()).get();
+    record.runner->tasks.insert(task.id());
+  }
   ++pending_tasks_;
   idle_.Clear();
   if (!request.group().empty()) {
@@ -399,213 +463,6 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   Transition(record, v1::Task::PENDING);
   record.life = loop_.CreateTask(Life(&record));
   return record;
-}
-
-// ---------------------------------------------------------------------------------------------
-// A task's life
-
-runtime::Task<void> Engine::Life(TaskRecord* task) {
-  task->started = true;
-  if (task->task.has_start_after()) {
-    // A delayed start: PENDING, and cancellable, until then.
-    const absl::Duration wait =
-        absl::Nanoseconds(TimeUtil::TimestampToNanoseconds(task->task.start_after())) -
-        (absl::Now() - absl::UnixEpoch());
-    if (absl::Status waited =
-            co_await runtime::Sleep(ToChrono(std::max(wait, absl::ZeroDuration())));
-        !waited.ok()) {
-      Transition(*task, v1::Task::CANCELLED,
-                 Error(absl::StatusCode::kCancelled, "CANCELLED",
-                       absl::StrCat("cancelled: ", task->task.cancel_message())));
-      co_return absl::OkStatus();
-    }
-  }
-  // Nothing to wait for yet (dependencies, start times and permits come with later issues).
-  Transition(*task, v1::Task::QUEUED);
-  Transition(*task, v1::Task::RUNNING);
-  const v1::TaskOptions& options = task->task.options();
-  absl::Duration timeout = absl::ZeroDuration();
-  if (options.has_timeout()) {
-    timeout =
-        absl::Seconds(options.timeout().seconds()) + absl::Nanoseconds(options.timeout().nanos());
-  }
-  // (Not a conditional expression: GCC 12 mishandles co_await inside ?:.)
-  runtime::ResultOf<Outcome> outcome = absl::InternalError("not run");
-  if (timeout > absl::ZeroDuration()) {
-    outcome = co_await runtime::Timeout(ToChrono(timeout), Execute(task));
-  } else {
-    outcome = co_await Execute(task);
-  }
-  if (outcome.ok()) {
-    if (outcome->status.ok()) {
-      Transition(*task, v1::Task::SUCCEEDED);
-    } else {
-      Transition(*task, v1::Task::FAILED, outcome->status);
-    }
-  } else if (absl::IsDeadlineExceeded(outcome.status())) {
-    Transition(*task, v1::Task::TIMED_OUT,
-               Error(absl::StatusCode::kDeadlineExceeded, "TIMED_OUT",
-                     absl::StrCat("the task ran longer than its timeout of ",
-                                  absl::FormatDuration(timeout))));
-  } else if (absl::IsCancelled(outcome.status())) {
-    Transition(*task, v1::Task::CANCELLED,
-               Error(absl::StatusCode::kCancelled, "CANCELLED",
-                     absl::StrCat("cancelled: ", task->task.cancel_message())));
-  } else {
-    Transition(*task, v1::Task::FAILED, outcome.status());
-  }
-  co_return absl::OkStatus();
-}
-
-runtime::Task<Engine::Outcome> Engine::Execute(TaskRecord* task) {
-  if (task->task.spec().has_exec()) return RunExec(task);
-  return RunSleep(task);
-}
-
-runtime::Task<Engine::Outcome> Engine::RunSleep(TaskRecord* task) {
-  const v1::SleepTask& sleep = task->task.spec().sleep();
-  const absl::Duration duration =
-      absl::Seconds(sleep.duration().seconds()) + absl::Nanoseconds(sleep.duration().nanos());
-  COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(ToChrono(duration)));
-  if (sleep.has_error()) co_return Outcome{FromRpcStatus(sleep.error())};
-  task->task.mutable_result()->set_output(sleep.result());
-  co_return Outcome{absl::OkStatus()};
-}
-
-void Engine::AppendOutput(TaskRecord& task, process::OutputStream stream, absl::string_view bytes) {
-  v1::Event event;
-  event.set_task(task.task.id());
-  *event.mutable_time() = Now();
-  event.mutable_output()->set_stream(stream == process::OutputStream::kStdout ? v1::Output::STDOUT
-                                                                              : v1::Output::STDERR);
-  event.mutable_output()->set_data(std::string(bytes));
-  NoteLogDrop(task.log.Append(std::move(event)));
-  // The tail kept for the result: trimmed in amortized O(1) by letting it grow to twice.
-  const size_t keep = options_.exec_output_tail_bytes;
-  task.output_tail.append(bytes.data(), bytes.size());
-  if (task.output_tail.size() > 2 * keep) {
-    task.output_tail.erase(0, task.output_tail.size() - keep);
-    task.output_truncated = true;
-  }
-}
-
-runtime::Task<Engine::Outcome> Engine::RunExec(TaskRecord* task) {
-  const v1::ExecTask& exec = task->task.spec().exec();
-  process::ProcessSpec spec;
-  spec.argv.assign(exec.argv().begin(), exec.argv().end());
-  spec.env.push_back(absl::StrCat("PATH=", options_.exec_path));
-  std::vector<std::string> env;
-  for (const auto& [name, value] : exec.env()) env.push_back(absl::StrCat(name, "=", value));
-  std::sort(env.begin(), env.end());  // map order is unspecified; the child sees a stable one
-  spec.env.insert(spec.env.end(), env.begin(), env.end());
-  spec.cwd = exec.cwd();
-  spec.stdin_bytes = exec.stdin();
-  spec.limits.open_files = 1024;
-  spec.run_as = options_.exec_run_as;
-  spec.kill_grace = options_.exec_kill_grace;
-  if (exec.has_kill_grace()) {
-    spec.kill_grace = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::seconds(exec.kill_grace().seconds()) +
-        std::chrono::nanoseconds(exec.kill_grace().nanos()));
-  }
-  absl::StatusOr<process::ExitStatus> exit = co_await processes_.Run(
-      std::move(spec), [this, task](process::OutputStream stream, absl::string_view bytes) {
-        AppendOutput(*task, stream, bytes);
-      });
-  v1::TaskResult& result = *task->task.mutable_result();
-  const size_t keep = options_.exec_output_tail_bytes;
-  if (task->output_tail.size() > keep) {
-    task->output_tail.erase(0, task->output_tail.size() - keep);
-    task->output_truncated = true;
-  }
-  result.set_output(task->output_tail);
-  result.set_output_truncated(task->output_truncated);
-  if (!exit.ok()) {
-    if (absl::IsCancelled(exit.status())) co_return exit.status();
-    co_return Outcome{exit.status()};  // it could not be started
-  }
-  result.set_exit_code(exit->exit_code);
-  result.set_signal(exit->signal);
-  if (exit->success()) co_return Outcome{absl::OkStatus()};
-  if (exit->signaled) {
-    co_return Outcome{Error(absl::StatusCode::kUnknown, "PROCESS_KILLED",
-                            absl::StrCat(exec.argv(0), " was killed by signal ", exit->signal),
-                            {{"signal", absl::StrCat(exit->signal)}})};
-  }
-  co_return Outcome{Error(absl::StatusCode::kUnknown, "PROCESS_FAILED",
-                          absl::StrCat(exec.argv(0), " exited with code ", exit->exit_code),
-                          {{"exit_code", absl::StrCat(exit->exit_code)}})};
-}
-
-void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Status& error) {
-  v1::Task& task = record.task;
-  COTASK_CHECK(!IsTerminal(task.state()), "a terminal task state changed");
-  task.set_state(to);
-  const google::protobuf::Timestamp now = Now();
-  if (to == v1::Task::RUNNING) *task.mutable_start_time() = now;
-  const bool terminal = IsTerminal(to);
-  if (terminal) {
-    *task.mutable_end_time() = now;
-    if (!error.ok()) *task.mutable_error() = ToRpcStatus(error);
-    if (to != v1::Task::SUCCEEDED && !task.spec().has_exec()) task.clear_result();
-  }
-
-  v1::Event event;
-  event.set_task(task.id());
-  event.set_group(task.group());
-  *event.mutable_time() = now;
-  v1::TaskStateChange& change = *event.mutable_task_state();
-  change.set_state(to);
-  change.set_attempt(task.attempt());
-  if (terminal) {
-    if (task.has_result()) *change.mutable_result() = task.result();
-    if (task.has_error()) *change.mutable_error() = task.error();
-  }
-  if (record.group != nullptr && (to == v1::Task::PENDING || terminal)) {
-    // The group's log tells of its children's arrivals and endings (not their results or
-    // output, which stay in the children's own logs).
-    v1::Event summary = event;
-    summary.mutable_task_state()->clear_result();
-    NoteLogDrop(record.group->log.Append(std::move(summary)));
-  }
-  NoteLogDrop(record.log.Append(std::move(event), terminal));
-  if (!terminal) return;
-
-  record.life = runtime::TaskRef();
-  for (const std::weak_ptr<runtime::Event>& waiter : record.end_waiters) {
-    if (std::shared_ptr<runtime::Event> event = waiter.lock()) event->Set();
-  }
-  record.end_waiters.clear();
-  --pending_tasks_;
-  finished_tasks_.push_back(task.id());
-  if (GroupRecord* group = record.group) {
-    group->active_tasks.erase(&record);
-    if (to == v1::Task::FAILED || to == v1::Task::TIMED_OUT) {
-      v1::ChildFailure failure;
-      failure.set_task(task.id());
-      failure.set_state(to);
-      *failure.mutable_error() = task.error();
-      ChildEnded(*group, &failure);
-    } else {
-      ChildEnded(*group, nullptr);
-    }
-  }
-  SignalIfIdle();
-}
-
-bool Engine::CancelTaskRecord(TaskRecord& record, const std::string& message) {
-  if (IsTerminal(record.task.state())) return false;
-  if (record.task.cancel_message().empty()) record.task.set_cancel_message(message);
-  if (!record.started) {
-    // Cancelled before its coroutine began: it never runs (asyncio), and it ends here.
-    record.life.Cancel(message);
-    Transition(record, v1::Task::CANCELLED,
-               Error(absl::StatusCode::kCancelled, "CANCELLED",
-                     absl::StrCat("cancelled: ", record.task.cancel_message())));
-    return true;
-  }
-  record.life.Cancel(message);
-  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -626,6 +483,7 @@ absl::StatusOr<Engine::TaskRecord*> Engine::FindTask(const std::string& id,
 
 absl::StatusOr<v1::Task> Engine::GetTask(const v1::GetTaskRequest& request) const {
   COTASK_ASSIGN_OR_RETURN(TaskRecord * record, FindTask(request.id(), "id"));
+  if (IsTerminal(record->task.state())) record->outcome_read = true;
   return record->task;
 }
 
@@ -650,6 +508,7 @@ absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksReque
       return false;
     }
     *response.add_tasks() = record.task;
+    if (IsTerminal(record.task.state())) record.outcome_read = true;
     last = record.task.id();
     return true;
   };
@@ -680,6 +539,7 @@ absl::StatusOr<v1::CancelTaskResponse> Engine::CancelTask(const v1::CancelTaskRe
   response.set_cancelled(
       CancelTaskRecord(*record, request.message().empty() ? "CancelTask" : request.message()));
   *response.mutable_task() = record->task;
+  if (IsTerminal(record->task.state())) record->outcome_read = true;
   return response;
 }
 
@@ -705,7 +565,10 @@ runtime::Task<v1::Task> Engine::Run(v1::CreateTaskRequest request) {
                       absl::StrCat("task ", id, " ended and was forgotten before Run returned"));
     }
     TaskRecord& record = *it->second;
-    if (IsTerminal(record.task.state())) co_return record.task;
+    if (IsTerminal(record.task.state())) {
+      record.outcome_read = true;
+      co_return record.task;
+    }
     ended->Clear();
     AddEndWaiter(record, ended);
     if (absl::Status waited = co_await ended->Wait(); !waited.ok()) {
@@ -747,6 +610,7 @@ runtime::Task<v1::WaitTasksResponse> Engine::WaitTasks(v1::WaitTasksRequest requ
       if (it == tasks_.end()) continue;  // ended and forgotten meanwhile
       const v1::Task& task = it->second->task;
       if (IsTerminal(task.state())) {
+        it->second->outcome_read = true;
         *response.add_done() = task;
         exception |= task.state() == v1::Task::FAILED || task.state() == v1::Task::TIMED_OUT;
       } else {
@@ -799,7 +663,13 @@ absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& requ
   if (!v1::Group::Policy_IsValid(request.policy())) {
     return InvalidField("policy", absl::StrCat("unknown value ", request.policy()));
   }
-  COTASK_RETURN_IF_ERROR(ValidateLabels(request.labels(), "labels", LabelBoundsOf(options_)));
+  RunnerRecord* runner = nullptr;
+  google::protobuf::Map<std::string, std::string> labels = request.labels();
+  if (!request.runner().empty()) {
+    COTASK_ASSIGN_OR_RETURN(runner, FindOpenRunner(request.runner(), "runner"));
+    for (const auto& [key, value] : runner->context.labels()) labels.insert({key, value});
+  }
+  COTASK_RETURN_IF_ERROR(ValidateLabels(labels, "labels", LabelBoundsOf(options_)));
   if (request.has_deadline() && request.has_timeout()) {
     return InvalidField("timeout", "give a deadline or a timeout, not both");
   }
@@ -844,14 +714,18 @@ absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& requ
   group.set_name(request.name());
   group.set_parent(request.parent());
   group.set_policy(request.policy());
-  *group.mutable_labels() = request.labels();
+  *group.mutable_labels() = std::move(labels);
   group.set_request_id(request.request_id());
-  *group.mutable_create_time() = Now();
+  group.set_runner(request.runner());
+  group.set_detached(request.detached());
+  *group.mutable_create_time() = NowProto();
   if (deadline.has_value()) {
     *group.mutable_deadline() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(*deadline));
   }
   record.parent = parent;
   if (parent != nullptr) record.depth = parent->depth + 1;
+  record.runner = runner;
+  if (runner != nullptr) runner->groups.insert(request.name());
   groups_.emplace(request.name(), std::move(owned));
   if (!request.request_id().empty()) group_requests_[request.request_id()] = request.name();
   ++active_groups_;
@@ -1002,7 +876,7 @@ void Engine::TransitionGroup(GroupRecord& record, v1::Group::State to) {
   v1::Group& group = record.group;
   COTASK_CHECK(!IsTerminal(group.state()), "a terminal group state changed");
   group.set_state(to);
-  const google::protobuf::Timestamp now = Now();
+  const google::protobuf::Timestamp now = NowProto();
   const bool terminal = IsTerminal(to);
   absl::Status error;
   if (to == v1::Group::FAILED) {
@@ -1031,6 +905,7 @@ void Engine::TransitionGroup(GroupRecord& record, v1::Group::State to) {
   if (!terminal) return;
 
   record.deadline_timer.Cancel();
+  if (record.runner != nullptr) record.runner->groups.erase(group.name());
   --active_groups_;
   finished_groups_.push_back(group.name());
   if (GroupRecord* parent = record.parent) {
@@ -1082,6 +957,7 @@ runtime::Task<Engine::WatchBatch> Engine::NextEvents(v1::WatchRequest target, in
     batch.next_sequence = log->Read(from, max_bytes, &batch.events);
     // (A reader past the end of a log that has ended has nothing more to wait for either.)
     batch.ended = log->ended() && batch.next_sequence >= log->next_sequence();
+    if (batch.ended && target.has_task()) tasks_.at(target.task())->outcome_read = true;
     if (!batch.events.empty() || batch.ended) co_return batch;
     std::shared_ptr<runtime::Event> changed = log->Changed();
     COTASK_CO_RETURN_IF_ERROR(co_await changed->Wait());
@@ -1145,7 +1021,8 @@ void Engine::ForgetFinished() {
 }
 
 EngineCounts Engine::counts() const {
-  return {pending_tasks_, active_groups_, tasks_.size(), groups_.size(), log_events_dropped_};
+  return {pending_tasks_,      active_groups_,  tasks_.size(),  groups_.size(),
+          log_events_dropped_, runners_.size(), events_.size(), permits_.size()};
 }
 
 }  // namespace cotask::engine

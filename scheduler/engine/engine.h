@@ -32,6 +32,7 @@
 #include "absl/types/span.h"
 #include "cotask/v1/scheduler.pb.h"
 #include "scheduler/engine/event_log.h"
+#include "scheduler/engine/permits.h"
 #include "scheduler/process/process_spec.h"
 #include "scheduler/runtime/event.h"
 #include "scheduler/runtime/event_loop.h"
@@ -63,6 +64,15 @@ struct EngineOptions {
   // Durations a client gives (sleep, timeout, kill grace, group timeout).
   absl::Duration max_duration = absl::Hours(24 * 365);
 
+  // Named semaphores declared at start (name, limit); more come with CreateSemaphore, up to
+  // max_semaphores in all.
+  std::vector<std::pair<std::string, int64_t>> semaphores;
+  size_t max_semaphores = 10'000;
+  // Named events (made by SetEvent, ClearEvent and wait_events); past it, RESOURCE_EXHAUSTED.
+  size_t max_events = 10'000;
+  // Runners open at once.
+  size_t max_runners = 10'000;
+
   // exec: absolute paths of the executables that may run; empty: exec is disabled.
   std::vector<std::string> exec_allow;
   // Set: exec processes drop to this uid/gid.
@@ -85,6 +95,9 @@ struct EngineCounts {
   size_t groups = 0;
   // Events that fell out of bounded logs (each reader sees a Truncated marker for them).
   int64_t log_events_dropped = 0;
+  size_t runners = 0;
+  size_t events = 0;
+  size_t semaphores = 0;
 };
 
 class Engine {
@@ -112,6 +125,26 @@ class Engine {
   absl::StatusOr<v1::Group> CloseGroup(const v1::CloseGroupRequest& request);
   absl::StatusOr<v1::CancelGroupResponse> CancelGroup(const v1::CancelGroupRequest& request);
 
+  // Named events (asyncio.Event): Set wakes every task waiting for it.
+  absl::StatusOr<v1::NamedEvent> SetEvent(const v1::SetEventRequest& request);
+  absl::StatusOr<v1::NamedEvent> ClearEvent(const v1::ClearEventRequest& request);
+  absl::StatusOr<v1::NamedEvent> GetEvent(const v1::GetEventRequest& request) const;
+  // Named semaphores (see permits.h).
+  absl::StatusOr<v1::Semaphore> CreateSemaphore(const v1::CreateSemaphoreRequest& request);
+  absl::StatusOr<v1::Semaphore> GetSemaphore(const v1::GetSemaphoreRequest& request) const;
+
+  // Runners (asyncio.Runner). OpenRunner gives the stream's first message.
+  absl::StatusOr<v1::RunnerResponse> OpenRunner(const v1::OpenRunnerRequest& request);
+  // The runner's reports for its stream (debug: slow tasks), waiting until there is one; empty
+  // once the runner is closing or gone. Cancellable.
+  runtime::Task<std::vector<v1::RunnerResponse>> NextRunnerReports(std::string runner);
+  // Ends the runner: cancels every task and group it owns that has not ended (the detached
+  // excepted) with `reason`, waits until they have ended, and gives the stream's last messages
+  // (debug: the unread failures; then `closed`). The runner is gone when it returns, even if
+  // cancelled while waiting.
+  runtime::Task<std::vector<v1::RunnerResponse>> CloseRunner(std::string runner,
+                                                             std::string reason);
+
   // Watch, one step: the events of the watched log from `from` on, at most about `max_bytes`
   // of them, waiting until there is at least one (or the log has ended). NOT_FOUND if there is
   // no such task or group; INVALID_ARGUMENT for a request without a target. Cancellable.
@@ -134,14 +167,33 @@ class Engine {
  private:
   struct TaskRecord;
   struct GroupRecord;
+  struct EventRecord;
+  struct RunnerRecord;
 
   // Creates all the tasks or none; name_items: errors name the item ("requests[3].spec").
   absl::StatusOr<v1::CreateTasksResponse> CreateBatch(
       absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items);
   absl::Status ValidateCreate(const v1::CreateTaskRequest& request) const;
+  // options.after, retry, acquire, wait_events.
+  absl::Status ValidateCoordination(const v1::TaskOptions& options) const;
   absl::Status CheckGroupAccepts(const std::string& name, const char* field) const;
   TaskRecord& AddTask(const v1::CreateTaskRequest& request);
+  // The request with its runner's context applied; errors name `field` ("runner").
+  absl::StatusOr<RunnerRecord*> FindOpenRunner(const std::string& id, const char* field) const;
+  static void ApplyRunnerContext(const RunnerRecord& runner, v1::CreateTaskRequest* request);
+  EventRecord& EnsureEvent(const std::string& name);
+  // The event SetEvent or ClearEvent changes (made if new, within --max_events).
+  absl::StatusOr<EventRecord*> NamedEventToChange(const std::string& name);
   runtime::Task<void> Life(TaskRecord* task);
+  runtime::Task<void> AwaitDependencies(TaskRecord* task);
+  runtime::Task<void> AwaitEvents(TaskRecord* task);
+  // A failed attempt that will be retried at retry_time: logged, and the task PENDING again.
+  void EndAttempt(TaskRecord& task, v1::Task::State outcome, const absl::Status& error,
+                  absl::Time retry_time);
+  // debug runners: a report if the task is still in this attempt after slow_task_duration.
+  void WatchSlowTask(TaskRecord& task);
+  void RunnerTaskEnded(TaskRecord& task);
+  static void PushRunnerReport(RunnerRecord& runner, v1::RunnerResponse report);
   struct Outcome {
     absl::Status status;
   };
@@ -183,7 +235,11 @@ class Engine {
   absl::btree_map<std::string, std::unique_ptr<GroupRecord>> groups_;
   absl::flat_hash_map<std::string, std::string> task_requests_;   // request_id -> task id
   absl::flat_hash_map<std::string, std::string> group_requests_;  // request_id -> group name
-  std::deque<std::string> finished_tasks_;                        // oldest first
+  Permits permits_;
+  absl::flat_hash_map<std::string, std::unique_ptr<EventRecord>> events_;
+  absl::flat_hash_map<std::string, std::unique_ptr<RunnerRecord>> runners_;
+  int64_t last_runner_micros_ = 0;
+  std::deque<std::string> finished_tasks_;  // oldest first
   std::deque<std::string> finished_groups_;
   size_t pending_tasks_ = 0;
   size_t active_groups_ = 0;

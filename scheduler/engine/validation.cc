@@ -1,16 +1,21 @@
 #include "scheduler/engine/validation.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "scheduler/engine/errors.h"
+#include "scheduler/runtime/status_macros.h"
 
 namespace cotask::engine {
 namespace {
@@ -131,6 +136,49 @@ absl::StatusOr<std::string> DecodePageToken(const google::protobuf::Message& que
                         "between pages)");
   }
   return raw.substr(16);
+}
+
+bool IsEnvName(absl::string_view name) {
+  if (name.empty() || absl::ascii_isdigit(static_cast<unsigned char>(name[0]))) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_';
+  });
+}
+
+absl::Status ValidateName(absl::string_view name, absl::string_view field) {
+  constexpr size_t kMaxNameBytes = 128;
+  if (name.empty()) return InvalidField(field, "required");
+  if (name.size() > kMaxNameBytes) {
+    return InvalidField(field, absl::StrCat(name.size(), " bytes, more than the limit"),
+                        absl::StrCat(kMaxNameBytes, " bytes"));
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return InvalidField(field, "a name may only have [A-Za-z0-9._-]");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> ParseSemaphores(
+    absl::string_view flag) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  if (flag.empty()) return out;
+  for (absl::string_view entry : absl::StrSplit(flag, ',')) {
+    const std::string field = absl::StrCat("--semaphores entry \"", entry, "\"");
+    std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(entry, '=');
+    COTASK_RETURN_IF_ERROR(ValidateName(parts.first, field));
+    int64_t limit = 0;
+    if (!absl::SimpleAtoi(parts.second, &limit) || limit < 1 || limit > kMaxSemaphoreLimit) {
+      return InvalidField(field, "must be name=limit, the limit 1 to 1000000",
+                          absl::StrCat(kMaxSemaphoreLimit));
+    }
+    for (const auto& [name, unused] : out) {
+      if (name == parts.first) return InvalidField(field, "declares a semaphore a second time");
+    }
+    out.emplace_back(std::string(parts.first), limit);
+  }
+  return out;
 }
 
 }  // namespace cotask::engine

@@ -5,7 +5,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -37,6 +40,18 @@ absl::Status ValidateTimestamp(const google::protobuf::Timestamp& timestamp,
                                absl::string_view field, absl::Duration max_ahead);
 
 absl::Status ValidateBytes(size_t size, absl::string_view field, size_t max);
+
+// An environment variable's name: [A-Za-z_][A-Za-z0-9_]*.
+bool IsEnvName(absl::string_view name);
+
+// A name of a group, event or semaphore: 1 to 128 of [A-Za-z0-9._-].
+absl::Status ValidateName(absl::string_view name, absl::string_view field);
+
+// The --semaphores flag: "name=limit[,name=limit...]", limits 1 to kMaxSemaphoreLimit; the
+// error names the entry.
+inline constexpr int64_t kMaxSemaphoreLimit = 1'000'000;
+absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> ParseSemaphores(
+    absl::string_view flag);
 
 std::chrono::nanoseconds ToChrono(absl::Duration duration);
 

@@ -1,0 +1,117 @@
+// The engine's records of tasks, groups, named events and runners, shared by its source files
+// (engine.cc: creating, reading, groups, Watch, drain; life.cc: a task's life and its state
+// changes; coordination.cc: events, semaphores, runners). Not for use outside the engine.
+#ifndef COTASK_SCHEDULER_ENGINE_RECORDS_H_
+#define COTASK_SCHEDULER_ENGINE_RECORDS_H_
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/time/clock.h"
+#include "cotask/v1/scheduler.pb.h"
+#include "google/protobuf/util/time_util.h"
+#include "scheduler/engine/engine.h"
+#include "scheduler/engine/event_log.h"
+#include "scheduler/engine/validation.h"
+#include "scheduler/runtime/event.h"
+#include "scheduler/runtime/event_loop.h"
+#include "scheduler/runtime/task.h"
+
+namespace cotask::engine {
+
+inline bool IsTerminal(v1::Task::State state) {
+  return state == v1::Task::SUCCEEDED || state == v1::Task::FAILED ||
+         state == v1::Task::CANCELLED || state == v1::Task::TIMED_OUT;
+}
+
+inline bool IsTerminal(v1::Group::State state) {
+  return state == v1::Group::SUCCEEDED || state == v1::Group::FAILED ||
+         state == v1::Group::CANCELLED || state == v1::Group::TIMED_OUT;
+}
+
+// (Not TimeUtil::GetCurrentTime: Debian's protobuf 3.21 gives it whole seconds only.)
+inline google::protobuf::Timestamp NowProto() {
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+}
+
+inline absl::Time ToTime(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+inline google::protobuf::Timestamp ToProto(absl::Time t) {
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
+inline absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+inline LabelBounds LabelBoundsOf(const EngineOptions& options) {
+  return {options.max_labels, options.max_label_key_bytes, options.max_label_value_bytes};
+}
+
+struct Engine::TaskRecord {
+  explicit TaskRecord(size_t max_log_bytes) : log(max_log_bytes) {}
+
+  v1::Task task;
+  EventLog log;
+  GroupRecord* group = nullptr;
+  RunnerRecord* runner = nullptr;
+  runtime::TaskRef life;  // the coroutine; set until the task has ended
+  bool started = false;
+  std::string output_tail;  // exec: the last bytes of stdout and stderr
+  bool output_truncated = false;
+  std::vector<std::weak_ptr<runtime::Event>> end_waiters;  // Run and WaitTasks calls
+  // A client has been given the task's outcome (Get, List, Run, WaitTasks, Watch, its group):
+  // a debug runner reports failures nobody read.
+  mutable bool outcome_read = false;
+  runtime::TimerHandle slow_timer;  // a debug runner's slow-task report
+};
+
+struct Engine::GroupRecord {
+  explicit GroupRecord(size_t max_log_bytes) : log(max_log_bytes) {}
+
+  v1::Group group;
+  EventLog log;
+  GroupRecord* parent = nullptr;
+  RunnerRecord* runner = nullptr;
+  std::vector<std::string> task_ids;     // every child task, in creation order
+  std::vector<std::string> group_names;  // every child group
+  absl::flat_hash_set<TaskRecord*> active_tasks;
+  absl::flat_hash_set<GroupRecord*> active_groups;
+  runtime::TimerHandle deadline_timer;
+  int depth = 1;           // 1 for a group without a parent
+  bool aborted = false;    // a child failed: the rest were cancelled
+  bool cancelled = false;  // CancelGroup, or its parent's cancellation
+  bool timed_out = false;
+};
+
+struct Engine::EventRecord {
+  v1::NamedEvent event;  // waiting_tasks is filled in when read
+  runtime::Event signal;
+  int waiting = 0;
+};
+
+struct Engine::RunnerRecord {
+  std::string id;
+  v1::OpenRunnerRequest context;
+  absl::Duration slow_task_duration;
+  // What it owns that has not ended, by id and name (sorted, for the closing report).
+  absl::btree_set<std::string> tasks;
+  absl::btree_set<std::string> groups;
+  // debug: its tasks that failed or timed out (for the unread-failure report at its end; the
+  // first kMaxRunnerReports), and reports waiting for the stream.
+  std::vector<std::string> failed_tasks;
+  std::deque<v1::RunnerResponse> reports;
+  int64_t reports_dropped = 0;
+  std::shared_ptr<runtime::Event> reports_changed = std::make_shared<runtime::Event>();
+  bool closing = false;
+};
+
+}  // namespace cotask::engine
+
+#endif  // COTASK_SCHEDULER_ENGINE_RECORDS_H_
