@@ -76,6 +76,12 @@ ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(10),
           "drop a connection whose ping is not answered within this");
 
+ABSL_FLAG(absl::Duration, max_connection_age, absl::InfiniteDuration(),
+          "close connections this old (clients reconnect; Watch resumes): spreads clients over "
+          "replicas behind a load balancer");
+ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(10),
+          "how long calls of a connection closed for its age may go on");
+
 namespace {
 
 void Log(const std::string& message) {
@@ -155,6 +161,17 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
   engine.semaphores = *std::move(semaphores);
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
+  options.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
+  if (options.max_connection_age != absl::InfiniteDuration() &&
+      (options.max_connection_age < absl::Milliseconds(100) ||
+       options.max_connection_age > absl::Hours(24 * 20))) {
+    return absl::InvalidArgumentError("--max_connection_age must be from 100ms to 480h, or inf");
+  }
+  if (options.max_connection_age_grace < absl::ZeroDuration() ||
+      options.max_connection_age_grace > absl::Hours(24)) {
+    return absl::InvalidArgumentError("--max_connection_age_grace must be from 0s to 24h");
+  }
   for (const auto& [name, value] : {std::pair{"keepalive_time", options.keepalive_time},
                                     std::pair{"keepalive_timeout", options.keepalive_timeout}}) {
     if (value < absl::Seconds(1) || value > absl::Hours(24)) {

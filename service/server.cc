@@ -96,6 +96,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
                              static_cast<int>(absl::ToInt64Milliseconds(opts.keepalive_timeout)));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  if (opts.max_connection_age != absl::InfiniteDuration()) {
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(opts.max_connection_age)));
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(opts.max_connection_age_grace)));
+  }
   std::vector<grpc::ServerCompletionQueue*> queues;
   for (int i = 0; i < std::max(1, opts.io_threads); ++i) {
     std::unique_ptr<grpc::ServerCompletionQueue> queue = builder.AddCompletionQueue();

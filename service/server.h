@@ -34,6 +34,11 @@ struct ServerOptions {
   // may ping every 10s or more.
   absl::Duration keepalive_time = absl::Seconds(30);
   absl::Duration keepalive_timeout = absl::Seconds(10);
+  // Set: a connection is closed (GOAWAY) once this old, its calls given the grace to end, so
+  // that clients spread over new servers behind a load balancer; clients reconnect (Watch
+  // resumes where it was).
+  absl::Duration max_connection_age = absl::InfiniteDuration();
+  absl::Duration max_connection_age_grace = absl::Seconds(10);
   engine::EngineOptions engine;
   SchedulerServiceOptions scheduler;
 };

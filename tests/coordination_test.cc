@@ -18,6 +18,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "tests/daemon.h"
+#include "tests/daemon_suite.h"
 #include "tests/scheduler_client.h"
 #include "tests/status_matchers.h"
 #include "tests/subprocess.h"
@@ -43,19 +44,16 @@ int64_t Micros(const google::protobuf::Timestamp& t) {
   return TimeUtil::TimestampToMicroseconds(t);
 }
 
-class CoordinationTest : public ::testing::Test {
+struct CoordinationFlags {
+  static std::vector<std::string> Args() {
+    return {"--address=127.0.0.1:0", "--semaphores=db=3,x=1,y=1"};
+  }
+};
+
+class CoordinationTest : public testing::DaemonSuite<CoordinationFlags> {
  protected:
-  static void SetUpTestSuite() {
-    auto daemon = StartDaemon({"--address=127.0.0.1:0", "--semaphores=db=3,x=1,y=1"});
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = new testing::Daemon(std::move(*daemon));
-  }
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-  }
   void SetUp() override {
-    ASSERT_NE(daemon_, nullptr);
+    DaemonSuite::SetUp();
     client_ = std::make_unique<Client>(daemon_->address);
   }
 
@@ -68,11 +66,8 @@ class CoordinationTest : public ::testing::Test {
     return task;
   }
 
-  static testing::Daemon* daemon_;
   std::unique_ptr<Client> client_;
 };
-
-testing::Daemon* CoordinationTest::daemon_ = nullptr;
 
 TEST_F(CoordinationTest, AChainRunsInOrderAndAFailureFailsTheRestNamingIt) {
   const std::string a = client_->MustCreate(Sleep(30));

@@ -15,36 +15,15 @@
 #include <coroutine>
 #include <utility>
 
+#include "scheduler/runtime/grpc_ops.h"
 #include "scheduler/runtime/operation_base.h"
 #include "scheduler/runtime/task.h"
 
 namespace cotask::service::internal {
 
-// One operation, started by start(tag) in await_suspend; resumes with the operation's ok.
+// The server's operations (see runtime/grpc_ops.h).
 template <class Start>
-class [[nodiscard]] Op final : public runtime::OperationBase {
- public:
-  explicit Op(Start start) : start_(std::move(start)) {}
-  Op(const Op&) = delete;
-  Op& operator=(const Op&) = delete;
-
-  bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> at) {
-    task_ = &runtime::internal::CurrentTaskOrDie("a gRPC operation");
-    task_->Suspend(at, nullptr);
-    start_(static_cast<void*>(static_cast<runtime::OperationBase*>(this)));
-  }
-  bool await_resume() const noexcept { return ok_; }
-  void Complete(bool ok) override {
-    ok_ = ok;
-    task_->Wake();
-  }
-
- private:
-  Start start_;
-  runtime::internal::TaskState* task_ = nullptr;
-  bool ok_ = false;
-};
+using Op = runtime::GrpcOp<Start>;
 
 // ServerContext::AsyncNotifyWhenDone: armed before the call is requested; when the call ends
 // with the client gone (cancelled, deadline, disconnect), it cancels the handler task at its
