@@ -958,6 +958,7 @@ runtime::Task<Engine::WatchBatch> Engine::NextEvents(v1::WatchRequest target, in
     // (A reader past the end of a log that has ended has nothing more to wait for either.)
     batch.ended = log->ended() && batch.next_sequence >= log->next_sequence();
     if (batch.ended && target.has_task()) tasks_.at(target.task())->outcome_read = true;
+    if (batch.events.empty() && target.no_follow()) batch.ended = true;  // caught up
     if (!batch.events.empty() || batch.ended) co_return batch;
     std::shared_ptr<runtime::Event> changed = log->Changed();
     COTASK_CO_RETURN_IF_ERROR(co_await changed->Wait());

@@ -146,7 +146,8 @@ class Engine {
                                                              std::string reason);
 
   // Watch, one step: the events of the watched log from `from` on, at most about `max_bytes`
-  // of them, waiting until there is at least one (or the log has ended). NOT_FOUND if there is
+  // of them, waiting until there is at least one (or the log has ended; with no_follow, not
+  // waiting: an empty batch then ends the watch). NOT_FOUND if there is
   // no such task or group; INVALID_ARGUMENT for a request without a target. Cancellable.
   struct WatchBatch {
     std::vector<v1::Event> events;

@@ -1,0 +1,191 @@
+"""The `cotask` command against the real cotaskd: exit codes, output streamed as it comes,
+JSON that parses, usage errors, Ctrl-C, and a killed `cotask run` taking its task with it.
+Run by ctest with COTASKD and COTASK naming the binaries, under Debian's python3."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "python"))
+import cotaskd  # noqa: E402
+
+COTASK = os.environ.get("COTASK", "cotask")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with cotaskd.Daemon(["--exec_allow=/bin/sh"]) as daemon:
+        yield daemon
+
+
+def cotask(server, *args, timeout=30):
+    return subprocess.run(
+        [COTASK, "--server", server.address, *args],
+        capture_output=True, text=True, timeout=timeout)
+
+
+def task_json(server, task_id):
+    done = cotask(server, "get", task_id, "-o", "json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def wait_for_state(server, task_id, state, seconds=10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        task = task_json(server, task_id)
+        if task["state"] == state:
+            return task
+        time.sleep(0.05)
+    raise AssertionError(f"{task_id} is {task['state']}, not {state}")
+
+
+@pytest.mark.parametrize("script,code", [
+    ("exit 0", 0),
+    ("echo out; echo err >&2; exit 3", 3),
+    ("kill -KILL $$", 128 + 9),
+    ("kill -TERM $$", 128 + 15),
+])
+def test_run_mirrors_the_exit_code(server, script, code):
+    done = cotask(server, "run", "--", "/bin/sh", "-c", script)
+    assert done.returncode == code, done.stderr
+    if code == 3:
+        assert done.stdout == "out\n"
+        assert done.stderr.startswith("err\n")
+        assert "FAILED: /bin/sh exited with code 3" in done.stderr
+
+
+def test_run_of_a_failing_timer_and_a_timeout(server):
+    assert cotask(server, "run", "--sleep", "10ms", "--fail", "broken").returncode == 1
+    timed_out = cotask(server, "run", "--sleep", "10s", "--task-timeout", "50ms")
+    assert timed_out.returncode == 124
+    assert "TIMED_OUT" in timed_out.stderr
+
+
+def test_run_streams_output_before_the_result(server):
+    run = subprocess.Popen(
+        [COTASK, "--server", server.address, "run", "--", "/bin/sh", "-c",
+         "echo first; sleep 2; echo second"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout.readline() == "first\n"
+        # The task still runs, and so does the command: the line came as it was written.
+        assert run.poll() is None
+        listed = json.loads(cotask(server, "list", "--state", "running", "-o", "json").stdout)
+        assert any(t["spec"]["exec"]["argv"][-1].startswith("echo first")
+                   for t in listed.get("tasks", []))
+        assert run.stdout.readline() == "second\n"
+        assert run.wait(timeout=10) == 0
+    finally:
+        run.kill()
+        run.wait()
+
+
+def test_json_output_is_the_apis_json(server):
+    done = cotask(server, "run", "--sleep", "5ms", "--result", "hi", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    task = json.loads(done.stdout)
+    assert task["state"] == "SUCCEEDED"
+    assert task["id"].startswith("t")
+    assert task["spec"]["sleep"]["duration"] == "0.005s"
+    assert task["result"]["output"] == "aGk="  # bytes are base64 in proto3 JSON
+    listed = json.loads(cotask(server, "list", "-o", "json").stdout)
+    assert task["id"] in [t["id"] for t in listed["tasks"]]
+    yaml = cotask(server, "get", task["id"], "-o", "yaml")
+    assert "state: SUCCEEDED\n" in yaml.stdout
+
+
+def test_a_bad_flag_prints_usage_and_exits_2(server):
+    done = cotask(server, "run", "--no-such-flag")
+    assert done.returncode == 2
+    assert "Usage:" in done.stderr
+    assert "--no-such-flag" in done.stderr
+    bad_duration = cotask(server, "run", "--sleep", "soon")
+    assert bad_duration.returncode == 2
+    assert '"soon" is not a duration' in bad_duration.stderr
+    assert cotask(server, "frobnicate").returncode == 2
+    assert cotask(server, "list", "--state", "sleepy").returncode == 2
+    assert cotask(server, "run").returncode == 2  # nothing to run
+
+
+def test_errors_are_one_line_with_the_status_code(server):
+    done = cotask(server, "get", "t00000000000000")
+    assert done.returncode == 1
+    assert done.stderr.startswith("cotask: NOT_FOUND: no task t00000000000000")
+    assert done.stderr.count("\n") == 1
+    refused = cotask(server, "run", "--", "/bin/ls")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("cotask: PERMISSION_DENIED: ")
+
+
+def test_ctrl_c_cancels_the_task_and_exits_130(server):
+    run = subprocess.Popen(
+        [COTASK, "--server", server.address, "run", "--", "/bin/sh", "-c", "echo up; sleep 60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout.readline() == "up\n"
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=20) == 130
+    stderr = run.stderr.read()
+    task_id = stderr.split("cancelling ")[1].split()[0]
+    task = task_json(server, task_id)
+    assert task["state"] == "CANCELLED"
+    assert task["cancelMessage"] == "cotask run was interrupted"
+
+
+def test_a_killed_run_takes_its_task_with_it_unless_detached(server):
+    ids = {}
+    for detach in (False, True):
+        run = subprocess.Popen(
+            [COTASK, "--server", server.address, "run", *(["--detach"] if detach else []),
+             "--label", f"case=killed-{detach}", "--", "/bin/sh", "-c", "echo up; sleep 60"],
+            stdout=subprocess.PIPE, text=True)
+        assert run.stdout.readline() == "up\n"
+        run.kill()
+        run.wait()
+        listed = json.loads(cotask(server, "list", "-l", f"case=killed-{detach}", "-o",
+                                   "json").stdout)
+        ids[detach] = listed["tasks"][0]["id"]
+    cancelled = wait_for_state(server, ids[False], "CANCELLED")
+    assert "runner " in cancelled["cancelMessage"]
+    assert task_json(server, ids[True])["state"] == "RUNNING"
+    assert cotask(server, "cancel", ids[True]).returncode == 0
+    wait_for_state(server, ids[True], "CANCELLED")
+
+
+def test_logs_prints_what_there_is_or_follows(server):
+    task_id = cotask(server, "submit", "--", "/bin/sh", "-c",
+                     "echo one; sleep 1; echo two").stdout.strip()
+    deadline = time.monotonic() + 10
+    while cotask(server, "logs", task_id).stdout != "one\n":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    followed = cotask(server, "logs", "-f", task_id)
+    assert followed.stdout == "one\ntwo\n"
+
+
+def test_groups_events_and_waiting(server):
+    assert cotask(server, "group", "create", "cli-g", "--policy", "all").returncode == 0
+    ok = cotask(server, "submit", "-g", "cli-g", "--sleep", "10ms").stdout.strip()
+    bad = cotask(server, "submit", "-g", "cli-g", "--sleep", "10ms", "--fail", "no").stdout.strip()
+    waited = cotask(server, "group", "wait", "cli-g")
+    assert waited.returncode == 1
+    assert "FAILED" in waited.stdout
+    assert cotask(server, "wait", ok).returncode == 0
+    assert cotask(server, "wait", ok, bad).returncode == 1
+    gated = cotask(server, "submit", "--sleep", "1ms", "--wait-event", "cli-go").stdout.strip()
+    assert task_json(server, gated)["state"] == "PENDING"
+    assert cotask(server, "event", "set", "cli-go").returncode == 0
+    wait_for_state(server, gated, "SUCCEEDED")
+
+
+def test_the_readmes_cpp_example_runs(server):
+    done = subprocess.run([os.environ["CLIENT_EXAMPLE"], "/bin/sh", "-c", "echo hello"],
+                          env={**os.environ, "COTASK_SERVER": server.address},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "SUCCEEDED hello\n"
