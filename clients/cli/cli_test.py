@@ -189,3 +189,15 @@ def test_the_readmes_cpp_example_runs(server):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "SUCCEEDED hello\n"
+
+
+@pytest.mark.parametrize("command", [
+    "run", "submit", "get", "list", "watch", "logs", "cancel", "wait", "group", "group create",
+    "group get", "group close", "group cancel", "group watch", "group wait", "group list",
+    "event", "event set", "event clear", "event get", "semaphore", "semaphore create",
+    "semaphore get"])
+def test_every_command_has_help_with_examples(command):
+    done = subprocess.run([COTASK, *command.split(), "--help"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0
+    assert "Usage:" in done.stdout and "Examples:" in done.stdout

@@ -596,6 +596,7 @@ Examples:
 
   // group ...
   CLI::App* group = app.add_subcommand("group", "task groups (asyncio.TaskGroup)");
+  group->footer("\nExamples:\n  cotask group create nightly\n  cotask group wait nightly");
   group->require_subcommand(1);
   std::string name, parent, policy = "fail-fast", group_timeout;
   std::vector<std::string> group_labels;
@@ -631,6 +632,8 @@ Examples:
   auto group_command = [&](const char* command, const char* help, auto call) {
     CLI::App* sub = group->add_subcommand(command, help);
     sub->add_option("name", name, "the group's name")->required();
+    sub->footer(absl::StrCat("\nExamples:\n  cotask group ", command, " nightly\n  cotask group ",
+                             command, " nightly -o json"));
     sub->callback([&, call] { action = [&, call](Client& c, Format f) { return call(c, f); }; });
     return sub;
   };
@@ -682,6 +685,9 @@ Examples:
   group_list->add_option("-l,--label", label_filter, "KEY=VALUE that must match (repeat)")
       ->allow_extra_args(false)
       ->check(kKeyValue);
+  group_list->footer(
+      "\nExamples:\n  cotask group list --state failed\n  cotask group list --parent nightly -o "
+      "wide");
   group_list->callback([&] {
     action = [&](Client& c, Format f) {
       v1::ListGroupsRequest request;
@@ -705,11 +711,14 @@ Examples:
 
   // event ...
   CLI::App* event = app.add_subcommand("event", "named events (asyncio.Event)");
+  event->footer("\nExamples:\n  cotask event set deploy-done");
   event->require_subcommand(1);
   auto event_command = [&](const char* command, const char* help,
                            const std::function<absl::StatusOr<v1::NamedEvent>(Client&)>& call) {
     CLI::App* sub = event->add_subcommand(command, help);
     sub->add_option("name", name, "the event's name")->required();
+    sub->footer(absl::StrCat("\nExamples:\n  cotask event ", command, " deploy-done\n",
+                             "  cotask submit --wait-event deploy-done -- /usr/bin/smoke-test"));
     sub->callback([&, call] {
       action = [&, call](Client& c, Format f) {
         absl::StatusOr<v1::NamedEvent> result = call(c);
@@ -730,6 +739,7 @@ Examples:
 
   // semaphore ...
   CLI::App* semaphore = app.add_subcommand("semaphore", "named semaphores (asyncio.Semaphore)");
+  semaphore->footer("\nExamples:\n  cotask semaphore create db 3");
   semaphore->require_subcommand(1);
   int64_t semaphore_limit = 0;
   auto print_semaphore = [](const v1::Semaphore& s, Format f) {
@@ -742,6 +752,9 @@ Examples:
   CLI::App* semaphore_create = semaphore->add_subcommand("create", "declare a semaphore");
   semaphore_create->add_option("name", name, "its name")->required();
   semaphore_create->add_option("limit", semaphore_limit, "permits in all")->required();
+  semaphore_create->footer(
+      "\nExamples:\n  cotask semaphore create db 3\n  cotask submit --acquire db -- "
+      "/usr/bin/migrate");
   semaphore_create->callback([&] {
     action = [&](Client& c, Format f) {
       absl::StatusOr<v1::Semaphore> created = c.CreateSemaphore(name, semaphore_limit);
@@ -752,6 +765,7 @@ Examples:
   });
   CLI::App* semaphore_get = semaphore->add_subcommand("get", "show a semaphore");
   semaphore_get->add_option("name", name, "its name")->required();
+  semaphore_get->footer("\nExamples:\n  cotask semaphore get db -o yaml");
   semaphore_get->callback([&] {
     action = [&](Client& c, Format f) {
       absl::StatusOr<v1::Semaphore> found = c.GetSemaphore(name);

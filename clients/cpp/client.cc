@@ -30,22 +30,11 @@ using Stub = v1::Scheduler::Stub;
 constexpr char kDefaultServer[] = "127.0.0.1:50051";
 
 // Every unary call is idempotent (creates carry request ids): gRPC retries them on
-// UNAVAILABLE. The runner's stream is a session and is never retried.
-constexpr char kServiceConfig[] = R"json({
-  "methodConfig": [
-    {
-      "name": [{"service": "cotask.v1.Scheduler"}],
-      "retryPolicy": {
-        "maxAttempts": 5,
-        "initialBackoff": "0.1s",
-        "maxBackoff": "2s",
-        "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"]
-      }
-    },
-    {"name": [{"service": "cotask.v1.Scheduler", "method": "OpenRunner"}]}
-  ]
-})json";
+// UNAVAILABLE. The runner's stream is a session and is never retried. (The clients' one service
+// config, clients/service_config.json, built in as kServiceConfig.)
+constexpr char kServiceConfig[] = {
+#include "clients/service_config.inc"
+};
 
 // How long a broken Watch waits before it reconnects: 50ms, doubling, at most 2s.
 absl::Duration ReconnectDelay(int failures) {

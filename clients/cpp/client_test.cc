@@ -204,6 +204,34 @@ TEST_F(ClientTest, ARunnerOwnsWhatItCreatesAndCancelsItWhenClosed) {
   EXPECT_EQ(client_->GetTask(task->id())->state(), v1::Task::CANCELLED);
 }
 
+TEST_F(ClientTest, WithRunnerClosesTheRunnerWhateverTheBodyDoes) {
+  runtime::EventLoop loop;
+  std::string owned;
+  absl::StatusOr<RunnerReport> report = loop.RunUntilComplete(
+      WithRunner(*client_, {}, [&](AsyncRunner& runner) -> runtime::Task<void> {
+        COTASK_CO_ASSIGN_OR_RETURN(v1::Task task, co_await runner.CreateTask(SleepRequest(60'000)));
+        owned = task.id();
+        COTASK_CO_ASSIGN_OR_RETURN(v1::Task ran, co_await runner.Run(SleepRequest(1)));
+        EXPECT_EQ(ran.runner(), runner.id());
+        co_return absl::OkStatus();
+      }));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_THAT(report->closed.cancelled_tasks(), ElementsAre(owned));
+  EXPECT_EQ(client_->GetTask(owned)->state(), v1::Task::CANCELLED);
+
+  // A body that fails: its error comes back, and the runner is closed all the same.
+  absl::StatusOr<RunnerReport> failed = loop.RunUntilComplete(
+      WithRunner(*client_, {}, [&](AsyncRunner& runner) -> runtime::Task<void> {
+        COTASK_CO_ASSIGN_OR_RETURN(v1::Task task, co_await runner.CreateTask(SleepRequest(60'000)));
+        owned = task.id();
+        co_return absl::AbortedError("the body gave up");
+      }));
+  EXPECT_THAT(failed.status(), StatusIs(absl::StatusCode::kAborted, "the body gave up"));
+  const v1::Task task = *client_->GetTask(owned);
+  EXPECT_EQ(task.state(), v1::Task::CANCELLED);
+  EXPECT_THAT(task.cancel_message(), HasSubstr("the client closed it: the body gave up"));
+}
+
 // A server that closes every connection after 300ms (plus 200ms of grace): a Watch of a task
 // that takes 2s spans several connections and still sees every event once, in order.
 TEST(ClientWatchTest, WatchResumesWhenTheServerClosesTheStream) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "clients/cpp/client.h"
@@ -48,7 +49,8 @@ struct RunnerReport {
 
 class Runner {
  public:
-  static absl::StatusOr<std::unique_ptr<Runner>> Open(Client& client, RunnerOptions options = {});
+  static absl::StatusOr<std::unique_ptr<Runner>> Open(Client& client,
+                                                      const RunnerOptions& options = {});
   Runner(const Runner&) = delete;
   Runner& operator=(const Runner&) = delete;
   // Close() if it was not called.
@@ -76,6 +78,34 @@ class Runner {
   std::string id_;
   bool closed_ = false;
 };
+
+// The coroutine flavour, scoped as `async with asyncio.Runner()`: opens a runner, runs `body`
+// with it, and closes it whatever the body's outcome (also when the awaiting task is
+// cancelled), so nothing it owns outlives it unless detached. Returns the runner's report if the
+// body succeeded, else the body's error.
+//
+//   co_await WithRunner(client, {}, [&](AsyncRunner& runner) -> runtime::Task<void> {
+//     COTASK_CO_RETURN_IF_ERROR((co_await runner.CreateTask(request)).status());
+//     co_return absl::OkStatus();
+//   });
+class AsyncRunner {
+ public:
+  const std::string& id() const { return id_; }
+  runtime::Task<v1::Task> CreateTask(v1::CreateTaskRequest request, CallOptions call = {});
+  runtime::Task<v1::Task> Run(v1::CreateTaskRequest request, CallOptions call = {});
+  runtime::Task<v1::Group> CreateGroup(v1::CreateGroupRequest request, CallOptions call = {});
+
+ private:
+  friend runtime::Task<RunnerReport> WithRunner(
+      Client& client, RunnerOptions options,
+      absl::AnyInvocable<runtime::Task<void>(AsyncRunner&)> body);
+  AsyncRunner(Client& client, std::string id) : client_(client), id_(std::move(id)) {}
+  Client& client_;
+  std::string id_;
+};
+
+runtime::Task<RunnerReport> WithRunner(Client& client, RunnerOptions options,
+                                       absl::AnyInvocable<runtime::Task<void>(AsyncRunner&)> body);
 
 }  // namespace cotask
 

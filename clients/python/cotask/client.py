@@ -32,21 +32,18 @@ from cotask.v1 import scheduler_pb2_grpc as pb_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
-_SERVICE_CONFIG = json.dumps({
-    "methodConfig": [
-        {
-            "name": [{"service": "cotask.v1.Scheduler"}],
-            "retryPolicy": {
-                "maxAttempts": 5,
-                "initialBackoff": "0.1s",
-                "maxBackoff": "2s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        },
-        {"name": [{"service": "cotask.v1.Scheduler", "method": "OpenRunner"}]},
-    ]
-})
+
+def _service_config():
+    """The clients' one service config (clients/service_config.json, copied into the build's
+    cotask package): retries of UNAVAILABLE for every call but OpenRunner."""
+    import cotask
+    for directory in cotask.__path__:
+        path = os.path.join(directory, "service_config.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.dumps(json.load(f))
+    raise RuntimeError("service_config.json not found: is the build's gen directory on "
+                       "PYTHONPATH? (see clients/python/README.md)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -183,7 +180,7 @@ class Client:
         self.server = server or os.environ.get("COTASK_SERVER") or DEFAULT_SERVER
         self.timeout = timeout
         self.wait_timeout = wait_timeout
-        options = [("grpc.service_config", _SERVICE_CONFIG),
+        options = [("grpc.service_config", _service_config()),
                    ("grpc.keepalive_time_ms", 30_000),
                    ("grpc.keepalive_timeout_ms", 10_000)]
         if credentials is None:
