@@ -26,6 +26,8 @@
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "host:port for gRPC (port 0 picks a free one). Env: COTASK_ADDRESS");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
+          "host:port for Prometheus metrics on /metrics (port 0 picks one; empty: none)");
 ABSL_FLAG(int32_t, io_threads, 1, "threads serving gRPC calls (one completion queue each)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "on SIGTERM/SIGINT, how long running tasks get to end before they are cancelled");
@@ -102,6 +104,7 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
   cotask::service::ServerOptions options;
   options.address = absl::GetFlag(FLAGS_address);
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   if (options.io_threads < 1 || options.io_threads > 64) {
     return absl::InvalidArgumentError("--io_threads must be from 1 to 64");
   }
@@ -229,7 +232,11 @@ int main(int argc, char** argv) {
     Log(absl::StrCat("error: ", server.status().message()));
     return 1;
   }
-  Log(absl::StrCat("listening on ", (*server)->address(), "; exec: ",
+  const std::string& metrics = (*server)->metrics_address();
+  Log(absl::StrCat("listening on ", (*server)->address(), "; ",
+                   metrics.empty() ? std::string("no metrics")
+                                   : absl::StrCat("metrics on http://", metrics, "/metrics"),
+                   "; exec: ",
                    allowed == 0 ? std::string("disabled (--exec_allow is empty)")
                                 : absl::StrCat(allowed, " programs allowed")));
 

@@ -17,6 +17,7 @@
 #include "scheduler/runtime/loop_thread.h"
 #include "scheduler/runtime/task.h"
 #include "service/health_service.h"
+#include "service/metrics.h"
 
 namespace cotask::service {
 namespace {
@@ -38,6 +39,8 @@ runtime::Task<void> DrainThenSignal(engine::Engine* engine, runtime::EventLoop::
 
 struct Server::State {
   ServerOptions options;
+  // Outlives the engine (its observer) and the server (its interceptors).
+  std::unique_ptr<Metrics> metrics;
   std::unique_ptr<runtime::LoopThread> engine_thread;
   // Made and destroyed on the engine thread.
   std::unique_ptr<process::ProcessSupervisor> processes;
@@ -62,6 +65,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   auto state = std::make_unique<State>();
   state->options = std::move(options);
   const ServerOptions& opts = state->options;
+  if (opts.metrics_address.empty()) {
+    state->metrics = Metrics::Unserved();
+  } else {
+    absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Start(opts.metrics_address);
+    if (!metrics.ok()) return metrics.status();
+    state->metrics = *std::move(metrics);
+  }
+  state->options.engine.observer = state->metrics.get();
 
   // The engine's loop and thread first: the service needs the engine to exist.
   state->engine_thread = std::make_unique<runtime::LoopThread>();
@@ -90,6 +101,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   builder.RegisterService(state->scheduler->service());
   builder.RegisterService(state->health->service());
   builder.SetMaxReceiveMessageSize(opts.max_request_bytes);
+  builder.experimental().SetInterceptorCreators(state->metrics->GrpcInterceptors());
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(opts.keepalive_time)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
@@ -137,6 +149,7 @@ Server::~Server() { Shutdown(absl::ZeroDuration()); }
 
 const std::string& Server::address() const { return state_->address; }
 int Server::port() const { return state_->port; }
+const std::string& Server::metrics_address() const { return state_->metrics->address(); }
 
 void Server::SetServing(bool serving) { state_->health->SetServing(serving); }
 

@@ -39,6 +39,8 @@ struct ServerOptions {
   // resumes where it was).
   absl::Duration max_connection_age = absl::InfiniteDuration();
   absl::Duration max_connection_age_grace = absl::Seconds(10);
+  // Where /metrics is served (Prometheus); port 0 picks one; empty: not served.
+  std::string metrics_address = "127.0.0.1:9464";
   engine::EngineOptions engine;
   SchedulerServiceOptions scheduler;
 };
@@ -53,6 +55,8 @@ class Server {
   // host:port actually bound, with the real port when 0 was asked for.
   const std::string& address() const;
   int port() const;
+  // host:port of /metrics (with the real port); empty if not served.
+  const std::string& metrics_address() const;
 
   // What grpc.health.v1.Health answers for the server as a whole ("") and for each service.
   void SetServing(bool serving);

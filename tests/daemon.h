@@ -20,6 +20,8 @@ namespace cotask::testing {
 struct Daemon {
   Subprocess process;
   std::string address;
+  // host:port of /metrics; empty if not served.
+  std::string metrics_address;
 };
 
 // Runs cotaskd with `args` (and `env` added to this process's environment) and waits until it

@@ -893,15 +893,16 @@ void Engine::TransitionGroup(GroupRecord& record, v1::Group::State to) {
     *group.mutable_end_time() = now;
     if (!error.ok()) *group.mutable_error() = ToRpcStatus(error);
   }
+  if (options_.observer != nullptr) options_.observer->OnGroupState(group, to);
   v1::Event event;
   event.set_group(group.name());
   *event.mutable_time() = now;
   event.mutable_group_state()->set_state(to);
   if (group.has_error()) *event.mutable_group_state()->mutable_error() = group.error();
   if (record.parent != nullptr && (to == v1::Group::OPEN || terminal)) {
-    NoteLogDrop(record.parent->log.Append(event));
+    AppendToLog(record.parent->log, event);
   }
-  NoteLogDrop(record.log.Append(std::move(event), terminal));
+  AppendToLog(record.log, std::move(event), terminal);
   if (!terminal) return;
 
   record.deadline_timer.Cancel();
@@ -992,7 +993,13 @@ void Engine::SignalIfIdle() {
   if (pending_tasks_ == 0) idle_.Set();
 }
 
-void Engine::NoteLogDrop(int64_t dropped) { log_events_dropped_ += dropped; }
+void Engine::AppendToLog(EventLog& log, v1::Event event, bool last) {
+  const size_t before = log.bytes();
+  const int64_t dropped = log.Append(std::move(event), last);
+  log_events_dropped_ += dropped;
+  log_bytes_ += static_cast<int64_t>(log.bytes()) - static_cast<int64_t>(before);
+  if (options_.observer != nullptr) options_.observer->OnEventLogs(log_bytes_, dropped);
+}
 
 void Engine::ForgetFinished() {
   while (finished_tasks_.size() > options_.retain_finished_tasks) {
@@ -1002,6 +1009,7 @@ void Engine::ForgetFinished() {
     if (!it->second->task.request_id().empty()) {
       task_requests_.erase(it->second->task.request_id());
     }
+    log_bytes_ -= static_cast<int64_t>(it->second->log.bytes());
     tasks_.erase(it);
   }
   while (finished_groups_.size() > options_.retain_finished_groups) {
@@ -1017,13 +1025,23 @@ void Engine::ForgetFinished() {
       if (auto group = groups_.find(name); group != groups_.end()) group->second->parent = nullptr;
     }
     if (!gone->group.request_id().empty()) group_requests_.erase(gone->group.request_id());
+    log_bytes_ -= static_cast<int64_t>(gone->log.bytes());
     groups_.erase(it);
   }
 }
 
 EngineCounts Engine::counts() const {
-  return {pending_tasks_,      active_groups_,  tasks_.size(),  groups_.size(),
-          log_events_dropped_, runners_.size(), events_.size(), permits_.size()};
+  EngineCounts counts;
+  counts.pending_tasks = pending_tasks_;
+  counts.active_groups = active_groups_;
+  counts.tasks = tasks_.size();
+  counts.groups = groups_.size();
+  counts.log_events_dropped = log_events_dropped_;
+  counts.log_bytes = log_bytes_;
+  counts.runners = runners_.size();
+  counts.events = events_.size();
+  counts.semaphores = permits_.size();
+  return counts;
 }
 
 }  // namespace cotask::engine

@@ -32,6 +32,7 @@
 #include "absl/types/span.h"
 #include "cotask/v1/scheduler.pb.h"
 #include "scheduler/engine/event_log.h"
+#include "scheduler/engine/observer.h"
 #include "scheduler/engine/permits.h"
 #include "scheduler/process/process_spec.h"
 #include "scheduler/runtime/event.h"
@@ -85,6 +86,9 @@ struct EngineOptions {
   // argv, env and cwd together.
   size_t max_exec_bytes = 128 << 10;
   std::string exec_path = "/usr/local/bin:/usr/bin:/bin";
+
+  // Told of every state change (metrics); not owned; may be null.
+  EngineObserver* observer = nullptr;
 };
 
 // What the engine has in it; for logs, tests and (later) metrics.
@@ -95,6 +99,8 @@ struct EngineCounts {
   size_t groups = 0;
   // Events that fell out of bounded logs (each reader sees a Truncated marker for them).
   int64_t log_events_dropped = 0;
+  // Bytes the event logs of the tasks and groups kept hold.
+  int64_t log_bytes = 0;
   size_t runners = 0;
   size_t events = 0;
   size_t semaphores = 0;
@@ -222,7 +228,8 @@ class Engine {
   EventLog* FindLog(const v1::WatchRequest& target) const;
   std::string NewTaskId();
   void ForgetFinished();
-  void NoteLogDrop(int64_t dropped);
+  // Appends to a log, keeping count of the bytes all logs hold and of the events dropped.
+  void AppendToLog(EventLog& log, v1::Event event, bool last = false);
   void SignalIfIdle();
   // `event` is set when the task ends (at once if it has).
   static void AddEndWaiter(TaskRecord& task, const std::shared_ptr<runtime::Event>& event);
@@ -246,6 +253,7 @@ class Engine {
   size_t active_groups_ = 0;
   int64_t last_id_micros_ = 0;
   int64_t log_events_dropped_ = 0;
+  int64_t log_bytes_ = 0;
   bool draining_ = false;
   runtime::Event idle_;  // set when no task is pending
 };

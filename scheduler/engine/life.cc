@@ -202,7 +202,7 @@ void Engine::EndAttempt(TaskRecord& record, v1::Task::State outcome, const absl:
   if (task.spec().has_exec() && task.has_result()) *ended.mutable_result() = task.result();
   *ended.mutable_retry_time() = ToProto(retry_time);
   *task.mutable_waiting()->mutable_until() = ended.retry_time();
-  NoteLogDrop(record.log.Append(std::move(event)));
+  AppendToLog(record.log, std::move(event));
   // The next attempt starts afresh.
   task.set_attempt(task.attempt() + 1);
   task.clear_result();
@@ -233,7 +233,7 @@ void Engine::AppendOutput(TaskRecord& task, process::OutputStream stream, absl::
   event.mutable_output()->set_stream(stream == process::OutputStream::kStdout ? v1::Output::STDOUT
                                                                               : v1::Output::STDERR);
   event.mutable_output()->set_data(std::string(bytes));
-  NoteLogDrop(task.log.Append(std::move(event)));
+  AppendToLog(task.log, std::move(event));
   // The tail kept for the result: trimmed in amortized O(1) by letting it grow to twice.
   const size_t keep = options_.exec_output_tail_bytes;
   task.output_tail.append(bytes.data(), bytes.size());
@@ -274,6 +274,10 @@ runtime::Task<Engine::Outcome> Engine::RunExec(TaskRecord* task) {
   }
   result.set_output(task->output_tail);
   result.set_output_truncated(task->output_truncated);
+  // (A cancelled Run may have started the process or not; only a spawn error says it could not.)
+  if (options_.observer != nullptr && (exit.ok() || !absl::IsCancelled(exit.status()))) {
+    options_.observer->OnSpawn(exit.ok());
+  }
   if (!exit.ok()) {
     if (absl::IsCancelled(exit.status())) co_return exit.status();
     co_return Outcome{exit.status()};  // it could not be started
@@ -294,7 +298,8 @@ runtime::Task<Engine::Outcome> Engine::RunExec(TaskRecord* task) {
 void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Status& error) {
   v1::Task& task = record.task;
   COTASK_CHECK(!IsTerminal(task.state()), "a terminal task state changed");
-  if (task.state() == v1::Task::RUNNING) record.slow_timer.Cancel();
+  const v1::Task::State from = task.state();
+  if (from == v1::Task::RUNNING) record.slow_timer.Cancel();
   task.set_state(to);
   const google::protobuf::Timestamp now = NowProto();
   if (to != v1::Task::PENDING) task.clear_waiting();
@@ -308,6 +313,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     if (!error.ok()) *task.mutable_error() = ToRpcStatus(error);
     if (to != v1::Task::SUCCEEDED && !task.spec().has_exec()) task.clear_result();
   }
+  if (options_.observer != nullptr) options_.observer->OnTaskState(task, from, to);
 
   v1::Event event;
   event.set_task(task.id());
@@ -325,9 +331,9 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     // output, which stay in the children's own logs, nor their retries).
     v1::Event summary = event;
     summary.mutable_task_state()->clear_result();
-    NoteLogDrop(record.group->log.Append(std::move(summary)));
+    AppendToLog(record.group->log, std::move(summary));
   }
-  NoteLogDrop(record.log.Append(std::move(event), terminal));
+  AppendToLog(record.log, std::move(event), terminal);
   if (!terminal) return;
 
   record.life = runtime::TaskRef();

@@ -11,7 +11,9 @@ import time
 class Daemon:
     def __init__(self, args=()):
         self.process = subprocess.Popen(
-            [os.environ["COTASKD"], "--address=127.0.0.1:0", *args],
+            [os.environ["COTASKD"], "--address=127.0.0.1:0",
+             *([] if any(a.startswith("--metrics_address") for a in args)
+               else ["--metrics_address=127.0.0.1:0"]), *args],
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
@@ -26,6 +28,8 @@ class Daemon:
             found = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
             if found:
                 self.address = found.group(1)
+                metrics = re.search(r"metrics on http://(127\.0\.0\.1:\d+)/metrics", line)
+                self.metrics_address = metrics.group(1) if metrics else None
                 # Go on reading its log, so that cotaskd never blocks on a full pipe.
                 threading.Thread(target=self._drain, daemon=True).start()
                 return

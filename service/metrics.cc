@@ -1,0 +1,426 @@
+#include "service/metrics.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_interceptor.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/stubs/common.h"
+#include "google/protobuf/util/time_util.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
+
+namespace cotask::service {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+constexpr char kVersion[] = "0.1.0";
+
+// The task kinds, as metric labels.
+constexpr std::array<const char*, 2> kKinds = {"sleep", "exec"};
+constexpr std::array<v1::Task::State, 4> kEnds = {v1::Task::SUCCEEDED, v1::Task::FAILED,
+                                                  v1::Task::CANCELLED, v1::Task::TIMED_OUT};
+
+int KindIndex(const v1::Task& task) { return task.spec().has_exec() ? 1 : 0; }
+
+double Seconds(const google::protobuf::Timestamp& from, const google::protobuf::Timestamp& to) {
+  return static_cast<double>(TimeUtil::TimestampToNanoseconds(to) -
+                             TimeUtil::TimestampToNanoseconds(from)) /
+         1e9;
+}
+
+// Latency buckets from 100us to 1h: tasks range from no-ops to long jobs.
+prometheus::Histogram::BucketBoundaries TaskBuckets() {
+  return {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
+}
+
+prometheus::Family<prometheus::Counter>& Counters(prometheus::Registry& r, const char* name,
+                                                  const char* help) {
+  return BuildCounter().Name(name).Help(help).Register(r);
+}
+prometheus::Family<prometheus::Gauge>& Gauges(prometheus::Registry& r, const char* name,
+                                              const char* help) {
+  return BuildGauge().Name(name).Help(help).Register(r);
+}
+prometheus::Family<prometheus::Histogram>& Histograms(prometheus::Registry& r, const char* name,
+                                                      const char* help) {
+  return BuildHistogram().Name(name).Help(help).Register(r);
+}
+
+// ----- process_*: from /proc at each scrape (prometheus-cpp has no process collector).
+class ProcessCollector final : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> out;
+    const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+    const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+    std::ifstream stat_file("/proc/self/stat");
+    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    // Fields after the command name (which may hold spaces), from field 3 (state) on.
+    const size_t close = stat.rfind(')');
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(absl::string_view(stat).substr(close + 2), ' ');
+    auto field = [&](size_t number) {  // number as in proc(5), 1-based
+      double value = 0;
+      if (number >= 3 && number - 3 < fields.size()) {
+        (void)absl::SimpleAtod(fields[number - 3], &value);
+      }
+      return value;
+    };
+    Add(out, "process_cpu_seconds_total", "User and system CPU time spent, in seconds.",
+        prometheus::MetricType::Counter, (field(14) + field(15)) / ticks);
+    Add(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.",
+        prometheus::MetricType::Gauge, field(23));
+    Add(out, "process_resident_memory_bytes", "Resident memory size in bytes.",
+        prometheus::MetricType::Gauge, field(24) * page);
+    Add(out, "process_start_time_seconds",
+        "Start time of the process since the unix epoch, in seconds.",
+        prometheus::MetricType::Gauge, BootTime() + field(22) / ticks);
+    std::error_code error;
+    double fds = 0;
+    for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
+         !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+      ++fds;
+    }
+    Add(out, "process_open_fds", "Number of open file descriptors.", prometheus::MetricType::Gauge,
+        fds);
+    Add(out, "process_max_fds", "Maximum number of open file descriptors.",
+        prometheus::MetricType::Gauge, MaxFds());
+    return out;
+  }
+
+ private:
+  static void Add(std::vector<prometheus::MetricFamily>& out, const char* name, const char* help,
+                  prometheus::MetricType type, double value) {
+    prometheus::MetricFamily family{name, help, type, {}};
+    prometheus::ClientMetric metric;
+    if (type == prometheus::MetricType::Counter) {
+      metric.counter.value = value;
+    } else {
+      metric.gauge.value = value;
+    }
+    family.metric.push_back(std::move(metric));
+    out.push_back(std::move(family));
+  }
+  static double BootTime() {
+    std::ifstream in("/proc/stat");
+    std::string line;
+    while (std::getline(in, line)) {
+      double seconds = 0;
+      if (absl::StartsWith(line, "btime ") && absl::SimpleAtod(line.substr(6), &seconds)) {
+        return seconds;
+      }
+    }
+    return 0;
+  }
+  static double MaxFds() {
+    std::ifstream in("/proc/self/limits");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (!absl::StartsWith(line, "Max open files")) continue;
+      std::vector<absl::string_view> words =
+          absl::StrSplit(line.substr(14), ' ', absl::SkipEmpty());
+      double soft = 0;
+      if (!words.empty() && absl::SimpleAtod(words[0], &soft)) return soft;
+    }
+    return 0;
+  }
+};
+
+}  // namespace
+
+// ----- The engine's metrics.
+struct Metrics::State {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::string address;
+  std::shared_ptr<ProcessCollector> process = std::make_shared<ProcessCollector>();
+
+  std::array<prometheus::Counter*, 2> created{};
+  std::array<std::array<prometheus::Counter*, 4>, 2> finished{};  // [kind][end]
+  std::array<prometheus::Gauge*, 2> pending{};
+  std::array<prometheus::Gauge*, 2> running{};
+  std::array<prometheus::Histogram*, 2> wait_seconds{};
+  std::array<prometheus::Histogram*, 2> run_seconds{};
+  std::array<prometheus::Counter*, 2> retries{};
+  std::array<prometheus::Counter*, 2> cancellations{};
+  prometheus::Gauge* groups_active = nullptr;
+  std::map<v1::Group::State, prometheus::Counter*> groups_finished;
+  prometheus::Gauge* log_bytes = nullptr;
+  prometheus::Counter* log_dropped = nullptr;
+  prometheus::Counter* spawns = nullptr;
+  prometheus::Counter* spawn_failures = nullptr;
+
+  // gRPC: per (service, method, type) and code, made on first use.
+  prometheus::Family<prometheus::Counter>* grpc_started = nullptr;
+  prometheus::Family<prometheus::Counter>* grpc_handled = nullptr;
+  prometheus::Family<prometheus::Counter>* grpc_received = nullptr;
+  prometheus::Family<prometheus::Counter>* grpc_sent = nullptr;
+  prometheus::Family<prometheus::Histogram>* grpc_seconds = nullptr;
+
+  State() {
+    prometheus::Registry& r = *registry;
+    auto& created_family = Counters(r, "cotask_tasks_created_total", "Tasks created, by kind.");
+    auto& finished_family =
+        Counters(r, "cotask_tasks_finished_total", "Tasks that ended, by kind and final state.");
+    auto& pending_family =
+        Gauges(r, "cotask_tasks_pending", "Tasks not running yet (PENDING or QUEUED), by kind.");
+    auto& running_family = Gauges(r, "cotask_tasks_running", "Tasks RUNNING, by kind.");
+    auto& wait_family = Histograms(r, "cotask_task_wait_seconds",
+                                   "Time from a task's creation to its first start, in seconds.");
+    auto& run_family =
+        Histograms(r, "cotask_task_run_seconds", "Time a task's last attempt ran, in seconds.");
+    auto& retries_family =
+        Counters(r, "cotask_task_retries_total", "Attempts that failed and were retried, by kind.");
+    auto& cancellations_family =
+        Counters(r, "cotask_task_cancellations_total", "Tasks that ended CANCELLED, by kind.");
+    for (size_t k = 0; k < kKinds.size(); ++k) {
+      const prometheus::Labels kind = {{"kind", kKinds[k]}};
+      created[k] = &created_family.Add(kind);
+      pending[k] = &pending_family.Add(kind);
+      running[k] = &running_family.Add(kind);
+      wait_seconds[k] = &wait_family.Add(kind, TaskBuckets());
+      run_seconds[k] = &run_family.Add(kind, TaskBuckets());
+      retries[k] = &retries_family.Add(kind);
+      cancellations[k] = &cancellations_family.Add(kind);
+      for (size_t e = 0; e < kEnds.size(); ++e) {
+        finished[k][e] =
+            &finished_family.Add({{"kind", kKinds[k]}, {"state", v1::Task::State_Name(kEnds[e])}});
+      }
+    }
+    groups_active = &Gauges(r, "cotask_groups_active", "Groups that have not ended.").Add({});
+    auto& groups_finished_family =
+        Counters(r, "cotask_groups_finished_total", "Groups that ended, by final state.");
+    for (v1::Group::State state :
+         {v1::Group::SUCCEEDED, v1::Group::FAILED, v1::Group::CANCELLED, v1::Group::TIMED_OUT}) {
+      groups_finished[state] =
+          &groups_finished_family.Add({{"state", v1::Group::State_Name(state)}});
+    }
+    log_bytes = &Gauges(r, "cotask_event_log_bytes",
+                        "Bytes held by the event logs of the tasks and groups kept.")
+                     .Add({});
+    log_dropped = &Counters(r, "cotask_event_log_truncated_events_total",
+                            "Events dropped from full event logs (--max_log_bytes).")
+                       .Add({});
+    spawns = &Counters(r, "cotask_exec_spawns_total", "Processes exec tasks started.").Add({});
+    spawn_failures = &Counters(r, "cotask_exec_spawn_failures_total",
+                               "Exec tasks whose process could not be started.")
+                          .Add({});
+    Gauges(r, "cotask_build_info",
+           "cotaskd's version and the versions of what it was built with; always 1.")
+        .Add({{"version", kVersion},
+              {"grpc_version", grpc::Version()},
+              {"protobuf_version",
+               google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION)}})
+        .Set(1);
+
+    grpc_started =
+        &Counters(r, "grpc_server_started_total", "Total number of RPCs started on the server.");
+    grpc_handled = &BuildCounter()
+                        .Name("grpc_server_handled_total")
+                        .Help(
+                            "Total number of RPCs completed on the server, regardless of "
+                            "success or failure.")
+                        .Register(r);
+    grpc_received = &Counters(r, "grpc_server_msg_received_total",
+                              "Total number of RPC stream messages received on the server.");
+    grpc_sent = &Counters(r, "grpc_server_msg_sent_total",
+                          "Total number of gRPC stream messages sent by the server.");
+    grpc_seconds = &BuildHistogram()
+                        .Name("grpc_server_handling_seconds")
+                        .Help(
+                            "Histogram of response latency (seconds) of gRPC that had been "
+                            "application-level handled by the server.")
+                        .Register(r);
+  }
+};
+
+namespace {
+
+// ----- grpc_server_*: one interceptor per call.
+
+const char* GrpcType(grpc::experimental::ServerRpcInfo::Type type) {
+  switch (type) {
+    case grpc::experimental::ServerRpcInfo::Type::UNARY:
+      return "unary";
+    case grpc::experimental::ServerRpcInfo::Type::CLIENT_STREAMING:
+      return "client_stream";
+    case grpc::experimental::ServerRpcInfo::Type::SERVER_STREAMING:
+      return "server_stream";
+    case grpc::experimental::ServerRpcInfo::Type::BIDI_STREAMING:
+      return "bidi_stream";
+  }
+  return "unary";
+}
+
+const char* CodeName(grpc::StatusCode code) {
+  static constexpr std::array<const char*, 17> kNames = {
+      "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+      "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+      "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+      "DataLoss", "Unauthenticated"};
+  const int index = static_cast<int>(code);
+  return index >= 0 && index < static_cast<int>(kNames.size()) ? kNames[index] : "Unknown";
+}
+
+class CallInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  CallInterceptor(Metrics::State* state, grpc::experimental::ServerRpcInfo* info)
+      : state_(state), start_(std::chrono::steady_clock::now()) {
+    absl::string_view method = info->method();  // "/package.Service/Method"
+    const size_t slash = method.rfind('/');
+    labels_ = {{"grpc_service", std::string(method.substr(1, slash - 1))},
+               {"grpc_method", std::string(method.substr(slash + 1))},
+               {"grpc_type", GrpcType(info->type())}};
+    state_->grpc_started->Add(labels_).Increment();
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      state_->grpc_received->Add(labels_).Increment();
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+      state_->grpc_sent->Add(labels_).Increment();
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      prometheus::Labels with_code = labels_;
+      with_code["grpc_code"] = CodeName(methods->GetSendStatus().error_code());
+      state_->grpc_handled->Add(with_code).Increment();
+      state_->grpc_seconds
+          ->Add(labels_, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1,
+                                                                 0.25, 0.5, 1, 2.5, 5, 10})
+          .Observe(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  Metrics::State* state_;
+  std::chrono::steady_clock::time_point start_;
+  prometheus::Labels labels_;
+};
+
+class InterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit InterceptorFactory(Metrics::State* state) : state_(state) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new CallInterceptor(state_, info);
+  }
+
+ private:
+  Metrics::State* state_;
+};
+
+}  // namespace
+
+Metrics::Metrics(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Metrics::~Metrics() = default;
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& address) {
+  auto state = std::make_unique<State>();
+  try {
+    state->exposer = std::make_unique<prometheus::Exposer>(address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on --metrics_address=", address, ": ", e.what()));
+  }
+  state->exposer->RegisterCollectable(state->registry);
+  state->exposer->RegisterCollectable(state->process);
+  const std::vector<int> ports = state->exposer->GetListeningPorts();
+  state->address =
+      absl::StrCat(address.substr(0, address.rfind(':')), ":", ports.empty() ? 0 : ports.front());
+  return std::unique_ptr<Metrics>(new Metrics(std::move(state)));
+}
+
+std::unique_ptr<Metrics> Metrics::Unserved() {
+  return std::unique_ptr<Metrics>(new Metrics(std::make_unique<State>()));
+}
+
+const std::string& Metrics::address() const { return state_->address; }
+
+prometheus::Registry& Metrics::registry() { return *state_->registry; }
+
+std::string Metrics::Scrape() const {
+  std::vector<prometheus::MetricFamily> families = state_->registry->Collect();
+  for (prometheus::MetricFamily& family : state_->process->Collect()) {
+    families.push_back(std::move(family));
+  }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+Metrics::GrpcInterceptors() {
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> out;
+  out.push_back(std::make_unique<InterceptorFactory>(state_.get()));
+  return out;
+}
+
+void Metrics::OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::State to) {
+  State& s = *state_;
+  const int kind = KindIndex(task);
+  const bool was_waiting = from == v1::Task::PENDING || from == v1::Task::QUEUED;
+  const bool waiting = to == v1::Task::PENDING || to == v1::Task::QUEUED;
+  if (from == v1::Task::STATE_UNSPECIFIED) s.created[kind]->Increment();
+  if (was_waiting && !waiting) s.pending[kind]->Decrement();
+  if (!was_waiting && waiting) s.pending[kind]->Increment();
+  if (from == v1::Task::RUNNING) s.running[kind]->Decrement();
+  if (to == v1::Task::RUNNING) {
+    s.running[kind]->Increment();
+    if (task.attempt() == 1)
+      s.wait_seconds[kind]->Observe(Seconds(task.create_time(), task.start_time()));
+  }
+  if (from == v1::Task::RUNNING && to == v1::Task::PENDING) s.retries[kind]->Increment();
+  for (size_t e = 0; e < kEnds.size(); ++e) {
+    if (to != kEnds[e]) continue;
+    s.finished[kind][e]->Increment();
+    if (to == v1::Task::CANCELLED) s.cancellations[kind]->Increment();
+    if (from == v1::Task::RUNNING)
+      s.run_seconds[kind]->Observe(Seconds(task.start_time(), task.end_time()));
+  }
+}
+
+void Metrics::OnGroupState(const v1::Group& group, v1::Group::State to) {
+  (void)group;
+  if (to == v1::Group::OPEN) state_->groups_active->Increment();
+  if (auto it = state_->groups_finished.find(to); it != state_->groups_finished.end()) {
+    state_->groups_active->Decrement();
+    it->second->Increment();
+  }
+}
+
+void Metrics::OnEventLogs(int64_t bytes_retained, int64_t events_dropped) {
+  state_->log_bytes->Set(static_cast<double>(bytes_retained));
+  if (events_dropped > 0) state_->log_dropped->Increment(static_cast<double>(events_dropped));
+}
+
+void Metrics::OnSpawn(bool started) {
+  (started ? state_->spawns : state_->spawn_failures)->Increment();
+}
+
+}  // namespace cotask::service

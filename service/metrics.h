@@ -1,0 +1,66 @@
+// Metrics: cotaskd's Prometheus metrics, served on /metrics of their own HTTP address.
+//
+// - cotask_*: tasks (created, finished by kind and state, pending and running, time waiting and
+//   running, retries, cancellations), groups, event logs, exec spawns, build info: fed by the
+//   engine as its observer (engine::EngineObserver), on the engine's thread;
+// - grpc_server_*: go-grpc-prometheus's names and labels, from a server interceptor
+//   (GrpcInterceptors) on the I/O threads;
+// - process_*: read from /proc at each scrape.
+// No label carries a task id, a group name or anything else a client chooses freely: kinds,
+// states, gRPC methods and codes only.
+//
+// Thread-safety: the observer and the interceptors may run on any threads at once (the metrics
+// are atomic); scrapes run on the exposer's thread.
+#ifndef COTASK_SERVICE_METRICS_H_
+#define COTASK_SERVICE_METRICS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "scheduler/engine/observer.h"
+
+namespace grpc::experimental {
+class ServerInterceptorFactoryInterface;
+}  // namespace grpc::experimental
+
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
+namespace cotask::service {
+
+class Metrics final : public engine::EngineObserver {
+ public:
+  // Serves /metrics on `address` (host:port; port 0 picks one). UNAVAILABLE if it cannot.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Start(const std::string& address);
+  // Metrics that are not served (for tests, and for --metrics_address="").
+  static std::unique_ptr<Metrics> Unserved();
+  ~Metrics() override;
+
+  // host:port actually bound; empty if not served.
+  const std::string& address() const;
+  prometheus::Registry& registry();
+  // The text exposition of everything, as a scrape gets it.
+  std::string Scrape() const;
+
+  // The interceptors that count gRPC calls (ServerBuilder::experimental().SetInterceptorCreators).
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+  GrpcInterceptors();
+
+  void OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::State to) override;
+  void OnGroupState(const v1::Group& group, v1::Group::State to) override;
+  void OnEventLogs(int64_t bytes_retained, int64_t events_dropped) override;
+  void OnSpawn(bool started) override;
+
+  struct State;
+
+ private:
+  explicit Metrics(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace cotask::service
+
+#endif  // COTASK_SERVICE_METRICS_H_
