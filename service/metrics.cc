@@ -381,6 +381,37 @@ Metrics::GrpcInterceptors() {
   return out;
 }
 
+v1::Stats Metrics::Snapshot() const {
+  const State& s = *state_;
+  auto count = [](const auto* metric) { return static_cast<int64_t>(metric->Value()); };
+  v1::Stats stats;
+  *stats.mutable_time() =
+      TimeUtil::NanosecondsToTimestamp(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+  for (size_t k = 0; k < kKinds.size(); ++k) {
+    v1::KindStats& kind = *stats.add_kinds();
+    kind.set_kind(kKinds[k]);
+    kind.set_created(count(s.created[k]));
+    for (size_t e = 0; e < kEnds.size(); ++e) {
+      (*kind.mutable_finished())[v1::Task::State_Name(kEnds[e])] = count(s.finished[k][e]);
+    }
+    kind.set_pending(count(s.pending[k]));
+    kind.set_running(count(s.running[k]));
+    kind.set_retries(count(s.retries[k]));
+    kind.set_cancellations(count(s.cancellations[k]));
+  }
+  stats.set_groups_active(count(s.groups_active));
+  for (const auto& [state, counter] : s.groups_finished) {
+    (*stats.mutable_groups_finished())[v1::Group::State_Name(state)] = count(counter);
+  }
+  stats.set_event_log_bytes(count(s.log_bytes));
+  stats.set_event_log_truncated_events(count(s.log_dropped));
+  stats.set_exec_spawns(count(s.spawns));
+  stats.set_exec_spawn_failures(count(s.spawn_failures));
+  return stats;
+}
+
 void Metrics::OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::State to) {
   State& s = *state_;
   const int kind = KindIndex(task);

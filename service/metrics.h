@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cotask/v1/scheduler.pb.h"
 #include "scheduler/engine/observer.h"
 
 namespace grpc::experimental {
@@ -44,6 +45,8 @@ class Metrics final : public engine::EngineObserver {
   prometheus::Registry& registry();
   // The text exposition of everything, as a scrape gets it.
   std::string Scrape() const;
+  // The cotask_* figures now, for StreamStats.
+  v1::Stats Snapshot() const;
 
   // The interceptors that count gRPC calls (ServerBuilder::experimental().SetInterceptorCreators).
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>

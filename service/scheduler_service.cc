@@ -16,11 +16,13 @@
 #include "google/rpc/status.pb.h"
 #include "scheduler/engine/engine.h"
 #include "scheduler/engine/errors.h"
+#include "scheduler/engine/validation.h"
 #include "scheduler/runtime/run_on.h"
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
 #include "service/internal/call_ops.h"
 #include "service/internal/serve.h"
+#include "service/metrics.h"
 
 namespace cotask::service {
 
@@ -30,6 +32,7 @@ using Async = v1::Scheduler::AsyncService;
 
 struct SchedulerService::Impl {
   engine::Engine* engine;
+  const Metrics* metrics;
   runtime::EventLoop* engine_loop;
   SchedulerServiceOptions options;
   Async async;
@@ -76,20 +79,34 @@ runtime::Task<void> ServeUnary(Impl* impl, runtime::EventLoop* loop,
       });
 }
 
+// A place among the --max_watchers streams (Watch and StreamStats), given back when it goes.
+class WatcherSlot {
+ public:
+  explicit WatcherSlot(Impl* impl) : impl_(impl) {
+    taken_ = impl->watchers.fetch_add(1) < impl->options.max_watchers;
+  }
+  ~WatcherSlot() { impl_->watchers.fetch_sub(1); }
+  WatcherSlot(const WatcherSlot&) = delete;
+  WatcherSlot& operator=(const WatcherSlot&) = delete;
+
+  absl::Status status() const {
+    if (taken_) return absl::OkStatus();
+    return engine::Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_WATCHERS",
+                         absl::StrCat("the server has ", impl_->options.max_watchers,
+                                      " Watch and StreamStats streams open (--max_watchers)"),
+                         {{"bound", absl::StrCat(impl_->options.max_watchers)}});
+  }
+
+ private:
+  Impl* impl_;
+  bool taken_ = false;
+};
+
 // Streams the watched log until its last event; OK then, an error otherwise.
 runtime::Task<void> StreamEvents(Impl* impl, const v1::WatchRequest* request,
                                  grpc::ServerAsyncWriter<v1::Event>* writer) {
-  if (impl->watchers.fetch_add(1) >= impl->options.max_watchers) {
-    impl->watchers.fetch_sub(1);
-    co_return engine::Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_WATCHERS",
-                            absl::StrCat("the server has ", impl->options.max_watchers,
-                                         " Watch streams open (--max_watchers)"),
-                            {{"bound", absl::StrCat(impl->options.max_watchers)}});
-  }
-  struct Release {
-    std::atomic<size_t>* watchers;
-    ~Release() { watchers->fetch_sub(1); }
-  } release{&impl->watchers};
+  WatcherSlot slot(impl);
+  COTASK_CO_RETURN_IF_ERROR(slot.status());
   int64_t from = request->from_sequence();
   while (true) {
     COTASK_CO_ASSIGN_OR_RETURN(
@@ -116,6 +133,44 @@ runtime::Task<void> ServeWatch(Impl* impl, runtime::EventLoop* loop,
       [impl, loop, queue] { loop->CreateTask(ServeWatch(impl, loop, queue)); },
       [impl](const v1::WatchRequest& request, grpc::ServerAsyncWriter<v1::Event>* writer) {
         return StreamEvents(impl, &request, writer);
+      });
+}
+
+// StreamStats: a snapshot of the metrics at once, then one every interval, until the client
+// goes (its cancellation ends the sleep).
+runtime::Task<void> StreamStatsTo(Impl* impl, const v1::StreamStatsRequest* request,
+                                  grpc::ServerAsyncWriter<v1::Stats>* writer) {
+  constexpr absl::Duration kMinInterval = absl::Milliseconds(100);
+  absl::Duration interval = absl::Seconds(1);
+  if (request->has_interval()) {
+    COTASK_CO_ASSIGN_OR_RETURN(
+        interval, engine::ValidateDuration(request->interval(), "interval", absl::Hours(24)));
+    if (interval == absl::ZeroDuration()) interval = absl::Seconds(1);
+    if (interval < kMinInterval) {
+      co_return engine::InvalidField("interval", "less than 100ms", "100ms");
+    }
+  }
+  WatcherSlot slot(impl);
+  COTASK_CO_RETURN_IF_ERROR(slot.status());
+  while (true) {
+    const v1::Stats stats = impl->metrics->Snapshot();
+    if (!co_await Op([&](void* tag) { writer->Write(stats, tag); })) {
+      co_return absl::CancelledError("the client has gone");
+    }
+    COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(engine::ToChrono(interval)));
+  }
+}
+
+runtime::Task<void> ServeStats(Impl* impl, runtime::EventLoop* loop,
+                               grpc::ServerCompletionQueue* queue) {
+  return internal::ServeServerStream<v1::StreamStatsRequest, v1::Stats>(
+      [impl, queue](grpc::ServerContext* context, v1::StreamStatsRequest* request,
+                    grpc::ServerAsyncWriter<v1::Stats>* writer, void* tag) {
+        impl->async.RequestStreamStats(context, request, writer, queue, queue, tag);
+      },
+      [impl, loop, queue] { loop->CreateTask(ServeStats(impl, loop, queue)); },
+      [impl](const v1::StreamStatsRequest& request, grpc::ServerAsyncWriter<v1::Stats>* writer) {
+        return StreamStatsTo(impl, &request, writer);
       });
 }
 
@@ -228,9 +283,10 @@ runtime::Task<void> ServeRunner(Impl* impl, runtime::EventLoop* loop,
 }  // namespace
 
 SchedulerService::SchedulerService(engine::Engine& engine, runtime::EventLoop& engine_loop,
-                                   SchedulerServiceOptions options)
+                                   const Metrics& metrics, SchedulerServiceOptions options)
     : impl_(std::make_unique<Impl>()) {
   impl_->engine = &engine;
+  impl_->metrics = &metrics;
   impl_->engine_loop = &engine_loop;
   impl_->options = options;
 }
@@ -283,6 +339,7 @@ void SchedulerService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQu
   loop.CreateTask(ServeUnary<&Async::RequestGetSemaphore, &E::GetSemaphore, v1::GetSemaphoreRequest,
                              v1::Semaphore>(impl, &loop, &queue));
   loop.CreateTask(ServeWatch(impl, &loop, &queue));
+  loop.CreateTask(ServeStats(impl, &loop, &queue));
   loop.CreateTask(ServeRunner(impl, &loop, &queue));
 }
 

@@ -28,8 +28,10 @@ class Engine;
 
 namespace cotask::service {
 
+class Metrics;
+
 struct SchedulerServiceOptions {
-  // Open Watch streams; past it Watch answers RESOURCE_EXHAUSTED.
+  // Open Watch and StreamStats streams; past it they answer RESOURCE_EXHAUSTED.
   size_t max_watchers = 10'000;
   // How many bytes of events a Watch takes from the engine per hop.
   size_t watch_batch_bytes = 256 << 10;
@@ -37,7 +39,8 @@ struct SchedulerServiceOptions {
 
 class SchedulerService {
  public:
-  SchedulerService(engine::Engine& engine, runtime::EventLoop& engine_loop,
+  // `metrics` (StreamStats' figures) outlives the service.
+  SchedulerService(engine::Engine& engine, runtime::EventLoop& engine_loop, const Metrics& metrics,
                    SchedulerServiceOptions options);
   ~SchedulerService();
   SchedulerService(const SchedulerService&) = delete;

@@ -92,8 +92,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
       });
   engine_ready.get_future().wait();
 
-  state->scheduler =
-      std::make_unique<SchedulerService>(*state->engine, engine_loop, opts.scheduler);
+  state->scheduler = std::make_unique<SchedulerService>(*state->engine, engine_loop,
+                                                        *state->metrics, opts.scheduler);
   state->health = std::make_unique<HealthService>(engine_loop);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -161,3 +161,34 @@ def test_a_real_prometheus_scrapes_cotaskd(server):
         finally:
             prometheus.terminate()
             prometheus.wait(timeout=30)
+
+
+def test_stream_stats_sends_snapshots_that_change_as_tasks_finish(server):
+    from cotask import pb
+    from google.protobuf import duration_pb2
+    import grpc
+
+    def succeeded(stats):
+        return sum(k.finished["SUCCEEDED"] for k in stats.kinds if k.kind == "sleep")
+
+    async def main():
+        async with cotask.Client(server.address) as c:
+            call = c.stub.StreamStats(pb.StreamStatsRequest(
+                interval=duration_pb2.Duration(nanos=100_000_000)))
+            first = await call.read()
+            assert [k.kind for k in first.kinds] == ["sleep", "exec"]
+            await c.run(cotask.sleep(0.001))
+            for _ in range(50):
+                later = await call.read()
+                if succeeded(later) > succeeded(first):
+                    break
+            assert succeeded(later) == succeeded(first) + 1
+            assert later.time.ToNanoseconds() > first.time.ToNanoseconds()
+            call.cancel()
+            too_often = c.stub.StreamStats(pb.StreamStatsRequest(
+                interval=duration_pb2.Duration(nanos=10_000_000)))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await too_often.read()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "interval" in refused.value.details()
+    asyncio.run(main())

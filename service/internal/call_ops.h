@@ -23,7 +23,9 @@ namespace cotask::service::internal {
 
 // The server's operations (see runtime/grpc_ops.h).
 template <class Start>
-using Op = runtime::GrpcOp<Start>;
+runtime::GrpcOp<Start> Op(Start start) {
+  return runtime::GrpcOp<Start>(std::move(start));
+}
 
 // ServerContext::AsyncNotifyWhenDone: armed before the call is requested; when the call ends
 // with the client gone (cancelled, deadline, disconnect), it cancels the handler task at its
