@@ -201,3 +201,17 @@ def test_every_command_has_help_with_examples(command):
                           timeout=30)
     assert done.returncode == 0
     assert "Usage:" in done.stdout and "Examples:" in done.stdout
+
+
+def test_tables_fit_the_terminal(server):
+    for _ in range(3):
+        cotask(server, "submit", "-l", "a-rather-long-label-key=and-an-even-longer-label-value",
+               "--", "/bin/sh", "-c", "echo a command line long enough to need cutting; exit 0")
+    for width in (60, 100):
+        done = subprocess.run([COTASK, "--server", server.address, "list", "-o", "wide"],
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "COLUMNS": str(width)})
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert len(lines) >= 4 and lines[0].startswith("ID")
+        assert all(len(line) <= width for line in lines), (width, lines)

@@ -135,9 +135,20 @@ std::string RenderTable(const std::vector<std::string>& header,
   }
   size_t total = 0;
   for (size_t w : widths) total += w + kGap;
-  if (width > 0 && total > width && !widths.empty()) {
-    const size_t others = total - widths.back() - kGap;
-    widths.back() = std::max<size_t>(width > others ? width - others : 0, header.back().size());
+  // Too wide: narrow the widest column, a character at a time, first down to 12 (short columns
+  // such as states and ages stay whole), then down to its header; the first column (ids, which
+  // people copy) is never cut. What still does not fit is cut at the edge.
+  for (size_t least : {size_t{12}, size_t{4}}) {
+    while (width > 0 && total > width) {
+      size_t widest = 0;
+      for (size_t c = 1; c < widths.size(); ++c) {
+        const size_t floor = std::max(header[c].size(), least);
+        if (widths[c] > floor && (widest == 0 || widths[c] > widths[widest])) widest = c;
+      }
+      if (widest == 0) break;
+      --widths[widest];
+      --total;
+    }
   }
   std::string out;
   auto add_row = [&](const std::vector<std::string>& cells) {
@@ -148,6 +159,7 @@ std::string RenderTable(const std::vector<std::string>& header,
       line += cell;
       if (c + 1 < cells.size()) line += std::string(widths[c] - cell.size() + kGap, ' ');
     }
+    if (width > 0 && line.size() > width) line.resize(width);
     out += line + "\n";
   };
   add_row(header);
