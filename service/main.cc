@@ -26,6 +26,9 @@
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "host:port for gRPC (port 0 picks a free one). Env: COTASK_ADDRESS");
+ABSL_FLAG(std::string, log_format, "text", "the log's lines: text, or json (one object a line)");
+ABSL_FLAG(std::string, task_failure_log_level, "warning",
+          "log tasks that fail or time out at this level: info, warning, error, or none");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port for Prometheus metrics on /metrics (port 0 picks one; empty: none)");
 ABSL_FLAG(int32_t, io_threads, 1, "threads serving gRPC calls (one completion queue each)");
@@ -86,12 +89,8 @@ ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(10),
 
 namespace {
 
-void Log(const std::string& message) {
-  absl::FPrintF(stderr, "%s cotaskd: %s\n",
-                absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
-                message);
-  std::fflush(stderr);
-}
+using cotask::service::Log;
+using cotask::service::LogLevel;
 
 // A count or size flag: at least `min`.
 absl::StatusOr<size_t> Bound(const absl::Flag<int64_t>& flag, const char* name, int64_t min) {
@@ -105,6 +104,19 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
   options.address = absl::GetFlag(FLAGS_address);
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  const std::string failure_level = absl::GetFlag(FLAGS_task_failure_log_level);
+  if (failure_level == "info") {
+    options.task_failure_log_level = LogLevel::kInfo;
+  } else if (failure_level == "warning") {
+    options.task_failure_log_level = LogLevel::kWarning;
+  } else if (failure_level == "error") {
+    options.task_failure_log_level = LogLevel::kError;
+  } else if (failure_level == "none") {
+    options.task_failure_log_level.reset();
+  } else {
+    return absl::InvalidArgumentError(
+        "--task_failure_log_level must be info, warning, error or none");
+  }
   if (options.io_threads < 1 || options.io_threads > 64) {
     return absl::InvalidArgumentError("--io_threads must be from 1 to 64");
   }
@@ -217,41 +229,56 @@ int main(int argc, char** argv) {
       "Usage: cotaskd [--address=127.0.0.1:50051] [--exec_allow=/bin/echo,...] [flags]\n"
       "Every flag may also be set from the environment as COTASK_<FLAG NAME IN CAPITALS>.");
   if (absl::Status status = cotask::service::ApplyFlagsFromEnvironment(); !status.ok()) {
-    Log(absl::StrCat("error: ", status.message()));
+    Log(LogLevel::kError, status.message());
     return 2;
   }
   absl::ParseCommandLine(argc, argv);
+  const std::string log_format = absl::GetFlag(FLAGS_log_format);
+  if (log_format != "text" && log_format != "json") {
+    Log(LogLevel::kError, "--log_format must be text or json");
+    return 2;
+  }
+  cotask::service::SetLogFormat(log_format == "json" ? cotask::service::LogFormat::kJson
+                                                     : cotask::service::LogFormat::kText);
   absl::StatusOr<cotask::service::ServerOptions> options = OptionsFromFlags();
   if (!options.ok()) {
-    Log(absl::StrCat("error: ", options.status().message()));
+    Log(LogLevel::kError, options.status().message());
     return 2;
   }
   const size_t allowed = options->engine.exec_allow.size();
   auto server = cotask::service::Server::Start(*std::move(options));
   if (!server.ok()) {
-    Log(absl::StrCat("error: ", server.status().message()));
+    Log(LogLevel::kError, server.status().message());
     return 1;
   }
   const std::string& metrics = (*server)->metrics_address();
-  Log(absl::StrCat("listening on ", (*server)->address(), "; ",
+  Log(LogLevel::kInfo,
+      absl::StrCat("listening on ", (*server)->address(), "; ",
                    metrics.empty() ? std::string("no metrics")
                                    : absl::StrCat("metrics on http://", metrics, "/metrics"),
                    "; exec: ",
                    allowed == 0 ? std::string("disabled (--exec_allow is empty)")
-                                : absl::StrCat(allowed, " programs allowed")));
+                                : absl::StrCat(allowed, " programs allowed")),
+      {{"address", (*server)->address()},
+       {"metrics_address", metrics},
+       {"exec_allowed", absl::StrCat(allowed)},
+       {"io_threads", absl::StrCat(absl::GetFlag(FLAGS_io_threads))},
+       {"max_pending_tasks", absl::StrCat(absl::GetFlag(FLAGS_max_pending_tasks))}});
 
   while (true) {
     int signal_number = 0;
     if (sigwait(&signals, &signal_number) != 0) continue;
     if (signal_number == SIGHUP) {
-      Log("SIGHUP: nothing to reload");
+      Log(LogLevel::kInfo, "SIGHUP: nothing to reload");
       continue;
     }
     const absl::Duration drain = absl::GetFlag(FLAGS_drain_timeout);
-    Log(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining, up to ",
-                     absl::FormatDuration(drain)));
+    Log(LogLevel::kInfo,
+        absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining, up to ",
+                     absl::FormatDuration(drain)),
+        {{"drain_timeout", absl::FormatDuration(drain)}});
     (*server)->Shutdown(drain);
-    Log("stopped");
+    Log(LogLevel::kInfo, "stopped");
     return 0;
   }
 }

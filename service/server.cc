@@ -35,12 +35,57 @@ runtime::Task<void> DrainThenSignal(engine::Engine* engine, runtime::EventLoop::
   co_return status;
 }
 
+// Tasks that fail, in the log (task ids belong in logs, never in metric labels).
+class TaskFailureLog final : public engine::EngineObserver {
+ public:
+  explicit TaskFailureLog(LogLevel level) : level_(level) {}
+  void OnTaskState(const v1::Task& task, v1::Task::State, v1::Task::State to) override {
+    if (to != v1::Task::FAILED && to != v1::Task::TIMED_OUT) return;
+    LogFields fields = {{"task", task.id()},
+                        {"kind", task.spec().has_exec() ? "exec" : "sleep"},
+                        {"state", v1::Task::State_Name(to)},
+                        {"attempt", absl::StrCat(task.attempt())},
+                        {"error", task.error().message()}};
+    if (!task.group().empty()) fields.emplace_back("group", task.group());
+    Log(level_, "task failed", fields);
+  }
+  void OnGroupState(const v1::Group&, v1::Group::State) override {}
+  void OnEventLogs(int64_t, int64_t) override {}
+  void OnSpawn(bool) override {}
+
+ private:
+  LogLevel level_;
+};
+
+// The engine has one observer: this tells them all.
+class Observers final : public engine::EngineObserver {
+ public:
+  void Add(engine::EngineObserver* observer) { observers_.push_back(observer); }
+  void OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::State to) override {
+    for (engine::EngineObserver* o : observers_) o->OnTaskState(task, from, to);
+  }
+  void OnGroupState(const v1::Group& group, v1::Group::State to) override {
+    for (engine::EngineObserver* o : observers_) o->OnGroupState(group, to);
+  }
+  void OnEventLogs(int64_t bytes_retained, int64_t events_dropped) override {
+    for (engine::EngineObserver* o : observers_) o->OnEventLogs(bytes_retained, events_dropped);
+  }
+  void OnSpawn(bool started) override {
+    for (engine::EngineObserver* o : observers_) o->OnSpawn(started);
+  }
+
+ private:
+  std::vector<engine::EngineObserver*> observers_;
+};
+
 }  // namespace
 
 struct Server::State {
   ServerOptions options;
-  // Outlives the engine (its observer) and the server (its interceptors).
+  // Outlive the engine (its observers) and the server (the metrics' interceptors).
   std::unique_ptr<Metrics> metrics;
+  std::unique_ptr<TaskFailureLog> failure_log;
+  Observers observers;
   std::unique_ptr<runtime::LoopThread> engine_thread;
   // Made and destroyed on the engine thread.
   std::unique_ptr<process::ProcessSupervisor> processes;
@@ -72,7 +117,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     if (!metrics.ok()) return metrics.status();
     state->metrics = *std::move(metrics);
   }
-  state->options.engine.observer = state->metrics.get();
+  state->observers.Add(state->metrics.get());
+  if (opts.task_failure_log_level.has_value()) {
+    state->failure_log = std::make_unique<TaskFailureLog>(*opts.task_failure_log_level);
+    state->observers.Add(state->failure_log.get());
+  }
+  state->options.engine.observer = &state->observers;
 
   // The engine's loop and thread first: the service needs the engine to exist.
   state->engine_thread = std::make_unique<runtime::LoopThread>();

@@ -11,11 +11,13 @@
 #define COTASK_SERVICE_SERVER_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "scheduler/engine/engine.h"
+#include "service/log.h"
 #include "service/scheduler_service.h"
 
 namespace cotask::service {
@@ -39,6 +41,8 @@ struct ServerOptions {
   // resumes where it was).
   absl::Duration max_connection_age = absl::InfiniteDuration();
   absl::Duration max_connection_age_grace = absl::Seconds(10);
+  // Tasks that end FAILED or TIMED_OUT are logged at this level; unset: not logged.
+  std::optional<LogLevel> task_failure_log_level = LogLevel::kWarning;
   // Where /metrics is served (Prometheus); port 0 picks one; empty: not served.
   std::string metrics_address = "127.0.0.1:9464";
   engine::EngineOptions engine;

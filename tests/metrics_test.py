@@ -192,3 +192,28 @@ def test_stream_stats_sends_snapshots_that_change_as_tasks_finish(server):
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "interval" in refused.value.details()
     asyncio.run(main())
+
+
+def test_json_logs_one_object_a_line_with_task_failures_at_the_chosen_level():
+    import json as jsonlib
+    with cotaskd.Daemon(["--log_format=json", "--task_failure_log_level=error"]) as daemon:
+        async def main():
+            async with cotask.Client(daemon.address) as c:
+                with pytest.raises(cotask.TaskFailed) as failed:
+                    await c.run(cotask.sleep(0.001, error="broken\non purpose"))
+                return failed.value.task.id
+        task_id = asyncio.run(main())
+        deadline = time.monotonic() + 10
+        while not any("task failed" in line for line in daemon.log):
+            assert time.monotonic() < deadline, daemon.log
+            time.sleep(0.05)
+        daemon.stop()
+        lines = [jsonlib.loads(line) for line in daemon.log]
+    assert lines[0]["level"] == "info" and lines[0]["msg"].startswith("listening on ")
+    assert lines[0]["address"] == daemon.address
+    [failure] = [line for line in lines if line["msg"] == "task failed"]
+    assert failure["level"] == "error"
+    assert failure["task"] == task_id
+    assert failure["state"] == "FAILED" and failure["kind"] == "sleep"
+    assert failure["error"] == "broken\non purpose"
+    assert [line["msg"] for line in lines[-2:]] == ["SIGTERM: draining, up to 10s", "stopped"]

@@ -31,7 +31,8 @@ class Daemon:
                 metrics = re.search(r"metrics on http://(127\.0\.0\.1:\d+)/metrics", line)
                 self.metrics_address = metrics.group(1) if metrics else None
                 # Go on reading its log, so that cotaskd never blocks on a full pipe.
-                threading.Thread(target=self._drain, daemon=True).start()
+                self._drainer = threading.Thread(target=self._drain, daemon=True)
+                self._drainer.start()
                 return
         raise RuntimeError("cotaskd did not start: " + "".join(self.log))
 
@@ -47,6 +48,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._drainer.join(timeout=10)  # every line of the log has been read
 
     def __enter__(self):
         return self
