@@ -158,14 +158,22 @@ def test_a_killed_run_takes_its_task_with_it_unless_detached(server):
 
 
 def test_logs_prints_what_there_is_or_follows(server):
+    # The task prints one line, then waits for a file the test makes once it has seen `logs`
+    # print just that line (however slow the machine), then prints the second.
+    gate = f"/tmp/cotask-cli-test-{os.getpid()}-{time.monotonic_ns()}"
     task_id = cotask(server, "submit", "--", "/bin/sh", "-c",
-                     "echo one; sleep 1; echo two").stdout.strip()
-    deadline = time.monotonic() + 10
-    while cotask(server, "logs", task_id).stdout != "one\n":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    followed = cotask(server, "logs", "-f", task_id)
-    assert followed.stdout == "one\ntwo\n"
+                     f"echo one; while [ ! -e {gate} ]; do sleep 0.05; done; echo two").stdout.strip()
+    try:
+        deadline = time.monotonic() + 30
+        while cotask(server, "logs", task_id).stdout != "one\n":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        open(gate, "w").close()
+        followed = cotask(server, "logs", "-f", task_id)
+        assert followed.stdout == "one\ntwo\n"
+    finally:
+        if os.path.exists(gate):
+            os.remove(gate)
 
 
 def test_groups_events_and_waiting(server):

@@ -267,25 +267,26 @@ class Interrupts {
     std::thread([this, signals] {
       int received = 0;
       while (sigwait(&signals, &received) == 0) {
-        Client* client = nullptr;
-        std::string id;
-        {
-          std::lock_guard lock(mutex_);
-          client = client_;
-          id = task_id_;
-        }
-        if (interrupted_.exchange(true) || client == nullptr) std::_Exit(130);
+        if (interrupted_.exchange(true)) std::_Exit(130);
+        // Under the lock: Forget() waits for a cancel in flight, so the client outlives it.
+        std::lock_guard lock(mutex_);
+        if (client_ == nullptr) std::_Exit(130);
         std::fprintf(stderr, "cotask: interrupted: cancelling %s (again to quit at once)\n",
-                     id.c_str());
-        client->CancelTask(id, "cotask run was interrupted").IgnoreError();
+                     task_id_.c_str());
+        client_->CancelTask(task_id_, "cotask run was interrupted").IgnoreError();
       }
     }).detach();
   }
-  // From now on a signal cancels this task.
+  // From now on a signal cancels this task, until Forget().
   void CancelOnInterrupt(Client& client, const std::string& id) {
     std::lock_guard lock(mutex_);
     client_ = &client;
     task_id_ = id;
+  }
+  // Signals exit at once again; returns once no cancel is in flight (the client may go).
+  void Forget() {
+    std::lock_guard lock(mutex_);
+    client_ = nullptr;
   }
   bool interrupted() const { return interrupted_; }
 
@@ -310,6 +311,10 @@ int Run(Client& client, const TaskFlags& flags, Format format, Interrupts& inter
   absl::StatusOr<v1::Task> created = runner != nullptr ? runner->CreateTask(*std::move(request))
                                                        : client.CreateTask(*std::move(request));
   if (!created.ok()) return Fail(created.status());
+  struct ForgetOnReturn {
+    Interrupts* interrupts;
+    ~ForgetOnReturn() { interrupts->Forget(); }
+  } forget{&interrupts};
   if (runner != nullptr) interrupts.CancelOnInterrupt(client, created->id());
   v1::WatchRequest watch;
   watch.set_task(created->id());
