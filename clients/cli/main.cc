@@ -356,7 +356,6 @@ void PrintGroup(const v1::Group& group, Format format) {
 }
 
 // The --state values: the state names, in any case.
-template <class Enum>
 std::vector<std::string> StateNames(const google::protobuf::EnumDescriptor* states) {
   std::vector<std::string> names;
   for (int i = 1; i < states->value_count(); ++i) names.push_back(states->value(i)->name());
@@ -465,8 +464,7 @@ Examples:
   CLI::App* list = app.add_subcommand("list", "list tasks, oldest first");
   list->add_option("-g,--group", group_filter, "only this group's tasks");
   list->add_option("--state", state_filter, "only tasks in this state (e.g. running)")
-      ->check(CLI::IsMember(StateNames<v1::Task::State>(v1::Task::State_descriptor()),
-                            CLI::ignore_case));
+      ->check(CLI::IsMember(StateNames(v1::Task::State_descriptor()), CLI::ignore_case));
   list->add_option("-l,--label", label_filter, "KEY=VALUE that must match (repeat)")
       ->allow_extra_args(false)
       ->check(kKeyValue);
@@ -685,8 +683,7 @@ Examples:
   CLI::App* group_list = group->add_subcommand("list", "list groups by name");
   group_list->add_option("--parent", parent, "only this group's child groups");
   group_list->add_option("--state", state_filter, "only groups in this state")
-      ->check(CLI::IsMember(StateNames<v1::Group::State>(v1::Group::State_descriptor()),
-                            CLI::ignore_case));
+      ->check(CLI::IsMember(StateNames(v1::Group::State_descriptor()), CLI::ignore_case));
   group_list->add_option("-l,--label", label_filter, "KEY=VALUE that must match (repeat)")
       ->allow_extra_args(false)
       ->check(kKeyValue);
