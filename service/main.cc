@@ -76,6 +76,19 @@ ABSL_FLAG(std::string, semaphores, "",
 ABSL_FLAG(int64_t, max_semaphores, 10'000, "named semaphores in all");
 ABSL_FLAG(int64_t, max_events, 10'000, "named events in all");
 ABSL_FLAG(int64_t, max_runners, 10'000, "runners (OpenRunner streams) open at once");
+ABSL_FLAG(std::string, queues, "",
+          "named queues of dispatch tasks to declare, as name[:fifo|lifo|priority][:maxsize]"
+          "[,...]; others are made on first use as fifo with --queue_maxsize");
+ABSL_FLAG(int64_t, queue_maxsize, 100'000,
+          "maxsize of queues made on first use (tasks not started; past it creates get "
+          "RESOURCE_EXHAUSTED)");
+ABSL_FLAG(int64_t, max_queues, 1000, "named queues in all");
+ABSL_FLAG(int64_t, max_workers, 1000, "workers (Workers.Work streams) connected at once");
+ABSL_FLAG(absl::Duration, worker_heartbeat_timeout, absl::Seconds(30),
+          "a worker that sends nothing for this long is gone and its tasks go back to their "
+          "queues (a worker may ask for another, 1s to 1h)");
+ABSL_FLAG(absl::Duration, worker_cancel_grace, absl::Seconds(10),
+          "how long a worker has to end a cancelled task before it ends CANCELLED anyway");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(30),
           "ping a connection idle this long (a lost client's runner then ends)");
 ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(10),
@@ -148,6 +161,8 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
       {&FLAGS_max_semaphores, "max_semaphores", 0, &engine.max_semaphores},
       {&FLAGS_max_events, "max_events", 0, &engine.max_events},
       {&FLAGS_max_runners, "max_runners", 0, &engine.max_runners},
+      {&FLAGS_max_queues, "max_queues", 1, &engine.max_queues},
+      {&FLAGS_max_workers, "max_workers", 0, &engine.max_workers},
   };
   for (const SizeFlag& size : sizes) {
     absl::StatusOr<size_t> value = Bound(*size.flag, size.name, size.min);
@@ -174,6 +189,27 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
     return absl::InvalidArgumentError("--semaphores declares more than --max_semaphores");
   }
   engine.semaphores = *std::move(semaphores);
+  absl::StatusOr<std::vector<cotask::engine::QueueSpec>> queues =
+      cotask::engine::ParseQueues(absl::GetFlag(FLAGS_queues));
+  if (!queues.ok()) return queues.status();
+  if (queues->size() > engine.max_queues) {
+    return absl::InvalidArgumentError("--queues declares more than --max_queues");
+  }
+  engine.queues = *std::move(queues);
+  engine.queue_maxsize = absl::GetFlag(FLAGS_queue_maxsize);
+  if (engine.queue_maxsize < 1 || engine.queue_maxsize > 10'000'000) {
+    return absl::InvalidArgumentError("--queue_maxsize must be from 1 to 10000000");
+  }
+  engine.worker_heartbeat_timeout = absl::GetFlag(FLAGS_worker_heartbeat_timeout);
+  if (engine.worker_heartbeat_timeout < absl::Seconds(1) ||
+      engine.worker_heartbeat_timeout > absl::Hours(1)) {
+    return absl::InvalidArgumentError("--worker_heartbeat_timeout must be from 1s to 1h");
+  }
+  engine.worker_cancel_grace = absl::GetFlag(FLAGS_worker_cancel_grace);
+  if (engine.worker_cancel_grace < absl::ZeroDuration() ||
+      engine.worker_cancel_grace > absl::Hours(1)) {
+    return absl::InvalidArgumentError("--worker_cancel_grace must be from 0s to 1h");
+  }
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
   options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);

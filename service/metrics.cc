@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -40,11 +41,14 @@ using prometheus::BuildHistogram;
 constexpr char kVersion[] = "0.1.0";
 
 // The task kinds, as metric labels.
-constexpr std::array<const char*, 2> kKinds = {"sleep", "exec"};
+constexpr std::array<const char*, 3> kKinds = {"sleep", "exec", "dispatch"};
+constexpr int kDispatch = 2;
 constexpr std::array<v1::Task::State, 4> kEnds = {v1::Task::SUCCEEDED, v1::Task::FAILED,
                                                   v1::Task::CANCELLED, v1::Task::TIMED_OUT};
 
-int KindIndex(const v1::Task& task) { return task.spec().has_exec() ? 1 : 0; }
+int KindIndex(const v1::Task& task) {
+  return task.spec().has_exec() ? 1 : task.spec().has_dispatch() ? kDispatch : 0;
+}
 
 double Seconds(const google::protobuf::Timestamp& from, const google::protobuf::Timestamp& to) {
   return static_cast<double>(TimeUtil::TimestampToNanoseconds(to) -
@@ -159,20 +163,64 @@ struct Metrics::State {
   std::string address;
   std::shared_ptr<ProcessCollector> process = std::make_shared<ProcessCollector>();
 
-  std::array<prometheus::Counter*, 2> created{};
-  std::array<std::array<prometheus::Counter*, 4>, 2> finished{};  // [kind][end]
+  std::array<prometheus::Counter*, 3> created{};
+  std::array<std::array<prometheus::Counter*, 4>, 3> finished{};  // [kind][end]
+  // By kind and queue: sleep and exec tasks have queue "", dispatch tasks their queue's name
+  // (QueueMetrics). The totals by kind are for StreamStats.
   std::array<prometheus::Gauge*, 2> pending{};
   std::array<prometheus::Gauge*, 2> running{};
-  std::array<prometheus::Histogram*, 2> wait_seconds{};
-  std::array<prometheus::Histogram*, 2> run_seconds{};
-  std::array<prometheus::Counter*, 2> retries{};
-  std::array<prometheus::Counter*, 2> cancellations{};
+  std::array<std::atomic<int64_t>, 3> pending_total{};
+  std::array<std::atomic<int64_t>, 3> running_total{};
+  std::array<prometheus::Histogram*, 3> wait_seconds{};
+  std::array<prometheus::Histogram*, 3> run_seconds{};
+  std::array<prometheus::Counter*, 3> retries{};
+  std::array<prometheus::Counter*, 3> cancellations{};
   prometheus::Gauge* groups_active = nullptr;
   std::map<v1::Group::State, prometheus::Counter*> groups_finished;
   prometheus::Gauge* log_bytes = nullptr;
   prometheus::Counter* log_dropped = nullptr;
   prometheus::Counter* spawns = nullptr;
   prometheus::Counter* spawn_failures = nullptr;
+
+  // Queues (their names are bounded by --max_queues), made on first use.
+  prometheus::Family<prometheus::Gauge>* pending_family = nullptr;
+  prometheus::Family<prometheus::Gauge>* running_family = nullptr;
+  prometheus::Family<prometheus::Gauge>* queue_depth = nullptr;
+  prometheus::Family<prometheus::Gauge>* queue_size = nullptr;
+  prometheus::Family<prometheus::Gauge>* queue_leased = nullptr;
+  prometheus::Family<prometheus::Gauge>* queue_workers = nullptr;
+  prometheus::Family<prometheus::Gauge>* queue_paused = nullptr;
+  prometheus::Family<prometheus::Counter>* queue_full = nullptr;
+  prometheus::Family<prometheus::Counter>* leases_lost = nullptr;
+  prometheus::Gauge* workers_connected = nullptr;
+  struct QueueMetrics {
+    prometheus::Gauge* pending;
+    prometheus::Gauge* running;
+    prometheus::Gauge* depth;
+    prometheus::Gauge* size;
+    prometheus::Gauge* leased;
+    prometheus::Gauge* workers;
+    prometheus::Gauge* paused;
+    prometheus::Counter* full;
+    prometheus::Counter* lost;
+  };
+  mutable std::mutex queues_mu;
+  std::map<std::string, QueueMetrics, std::less<>> queues;  // guarded by queues_mu
+
+  QueueMetrics& Queue(const std::string& name) {
+    std::lock_guard lock(queues_mu);
+    auto it = queues.find(name);
+    if (it != queues.end()) return it->second;
+    const prometheus::Labels queue = {{"queue", name}};
+    const prometheus::Labels kind_queue = {{"kind", kKinds[kDispatch]}, {"queue", name}};
+    return queues
+        .emplace(name, QueueMetrics{&pending_family->Add(kind_queue),
+                                    &running_family->Add(kind_queue), &queue_depth->Add(queue),
+                                    &queue_size->Add(queue), &queue_leased->Add(queue),
+                                    &queue_workers->Add(queue), &queue_paused->Add(queue),
+                                    &queue_full->Add(queue), &leases_lost->Add(queue)})
+        .first->second;
+  }
 
   // gRPC: per (service, method, type) and code, made on first use.
   prometheus::Family<prometheus::Counter>* grpc_started = nullptr;
@@ -186,9 +234,9 @@ struct Metrics::State {
     auto& created_family = Counters(r, "cotask_tasks_created_total", "Tasks created, by kind.");
     auto& finished_family =
         Counters(r, "cotask_tasks_finished_total", "Tasks that ended, by kind and final state.");
-    auto& pending_family =
-        Gauges(r, "cotask_tasks_pending", "Tasks not running yet (PENDING or QUEUED), by kind.");
-    auto& running_family = Gauges(r, "cotask_tasks_running", "Tasks RUNNING, by kind.");
+    pending_family = &Gauges(r, "cotask_tasks_pending",
+                             "Tasks not running yet (PENDING or QUEUED), by kind and queue.");
+    running_family = &Gauges(r, "cotask_tasks_running", "Tasks RUNNING, by kind and queue.");
     auto& wait_family = Histograms(r, "cotask_task_wait_seconds",
                                    "Time from a task's creation to its first start, in seconds.");
     auto& run_family =
@@ -200,8 +248,10 @@ struct Metrics::State {
     for (size_t k = 0; k < kKinds.size(); ++k) {
       const prometheus::Labels kind = {{"kind", kKinds[k]}};
       created[k] = &created_family.Add(kind);
-      pending[k] = &pending_family.Add(kind);
-      running[k] = &running_family.Add(kind);
+      if (static_cast<int>(k) != kDispatch) {
+        pending[k] = &pending_family->Add({{"kind", kKinds[k]}, {"queue", ""}});
+        running[k] = &running_family->Add({{"kind", kKinds[k]}, {"queue", ""}});
+      }
       wait_seconds[k] = &wait_family.Add(kind, TaskBuckets());
       run_seconds[k] = &run_family.Add(kind, TaskBuckets());
       retries[k] = &retries_family.Add(kind);
@@ -229,6 +279,23 @@ struct Metrics::State {
     spawn_failures = &Counters(r, "cotask_exec_spawn_failures_total",
                                "Exec tasks whose process could not be started.")
                           .Add({});
+    queue_depth = &Gauges(r, "cotask_queue_depth",
+                          "Dispatch tasks QUEUED (ready, waiting for a worker), by queue.");
+    queue_size = &Gauges(r, "cotask_queue_size",
+                         "Dispatch tasks not started (PENDING or QUEUED: what maxsize bounds), by "
+                         "queue.");
+    queue_leased =
+        &Gauges(r, "cotask_queue_leased_tasks", "Dispatch tasks held by workers, by queue.");
+    queue_workers = &Gauges(r, "cotask_queue_workers", "Workers serving the queue.");
+    queue_paused = &Gauges(r, "cotask_queue_paused", "1 if the queue is paused, else 0.");
+    queue_full = &Counters(r, "cotask_queue_full_total",
+                           "Creates refused because the queue was full (RESOURCE_EXHAUSTED), by "
+                           "queue.");
+    leases_lost = &Counters(r, "cotask_worker_leases_lost_total",
+                            "Dispatch task attempts lost with their worker (stream ended or "
+                            "heartbeats stopped), by queue.");
+    workers_connected =
+        &Gauges(r, "cotask_workers_connected", "Workers connected (Workers.Work streams).").Add({});
     Gauges(r, "cotask_build_info",
            "cotaskd's version and the versions of what it was built with; always 1.")
         .Add({{"version", kVersion},
@@ -396,8 +463,8 @@ v1::Stats Metrics::Snapshot() const {
     for (size_t e = 0; e < kEnds.size(); ++e) {
       (*kind.mutable_finished())[v1::Task::State_Name(kEnds[e])] = count(s.finished[k][e]);
     }
-    kind.set_pending(count(s.pending[k]));
-    kind.set_running(count(s.running[k]));
+    kind.set_pending(s.pending_total[k].load());
+    kind.set_running(s.running_total[k].load());
     kind.set_retries(count(s.retries[k]));
     kind.set_cancellations(count(s.cancellations[k]));
   }
@@ -409,6 +476,17 @@ v1::Stats Metrics::Snapshot() const {
   stats.set_event_log_truncated_events(count(s.log_dropped));
   stats.set_exec_spawns(count(s.spawns));
   stats.set_exec_spawn_failures(count(s.spawn_failures));
+  stats.set_workers_connected(count(s.workers_connected));
+  std::lock_guard lock(s.queues_mu);
+  for (const auto& [name, queue] : s.queues) {
+    v1::Queue& out = *stats.add_queues();
+    out.set_name(name);
+    out.set_size(count(queue.size));
+    out.set_depth(count(queue.depth));
+    out.set_leased(count(queue.leased));
+    out.set_workers(static_cast<int32_t>(count(queue.workers)));
+    out.set_paused(queue.paused->Value() != 0);
+  }
   return stats;
 }
 
@@ -418,11 +496,28 @@ void Metrics::OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::
   const bool was_waiting = from == v1::Task::PENDING || from == v1::Task::QUEUED;
   const bool waiting = to == v1::Task::PENDING || to == v1::Task::QUEUED;
   if (from == v1::Task::STATE_UNSPECIFIED) s.created[kind]->Increment();
-  if (was_waiting && !waiting) s.pending[kind]->Decrement();
-  if (!was_waiting && waiting) s.pending[kind]->Increment();
-  if (from == v1::Task::RUNNING) s.running[kind]->Decrement();
+  prometheus::Gauge* pending = nullptr;
+  prometheus::Gauge* running = nullptr;
+  if (kind == kDispatch) {
+    State::QueueMetrics& queue = s.Queue(task.spec().dispatch().queue());
+    pending = queue.pending;
+    running = queue.running;
+  } else {
+    pending = s.pending[kind];
+    running = s.running[kind];
+  }
+  const int pending_change = static_cast<int>(waiting) - static_cast<int>(was_waiting);
+  const int running_change =
+      static_cast<int>(to == v1::Task::RUNNING) - static_cast<int>(from == v1::Task::RUNNING);
+  if (pending_change != 0) {
+    pending->Increment(pending_change);
+    s.pending_total[kind] += pending_change;
+  }
+  if (running_change != 0) {
+    running->Increment(running_change);
+    s.running_total[kind] += running_change;
+  }
   if (to == v1::Task::RUNNING) {
-    s.running[kind]->Increment();
     if (task.attempt() == 1)
       s.wait_seconds[kind]->Observe(Seconds(task.create_time(), task.start_time()));
   }
@@ -453,5 +548,22 @@ void Metrics::OnEventLogs(int64_t bytes_retained, int64_t events_dropped) {
 void Metrics::OnSpawn(bool started) {
   (started ? state_->spawns : state_->spawn_failures)->Increment();
 }
+
+void Metrics::OnQueue(const engine::QueueFigures& figures) {
+  State::QueueMetrics& queue = state_->Queue(figures.name);
+  queue.size->Set(static_cast<double>(figures.size));
+  queue.depth->Set(static_cast<double>(figures.depth));
+  queue.leased->Set(static_cast<double>(figures.leased));
+  queue.workers->Set(static_cast<double>(figures.workers));
+  queue.paused->Set(figures.paused ? 1 : 0);
+}
+
+void Metrics::OnWorkers(int64_t connected) {
+  state_->workers_connected->Set(static_cast<double>(connected));
+}
+
+void Metrics::OnLeaseLost(const std::string& queue) { state_->Queue(queue).lost->Increment(); }
+
+void Metrics::OnQueueFull(const std::string& queue) { state_->Queue(queue).full->Increment(); }
 
 }  // namespace cotask::service

@@ -6,8 +6,9 @@
 // - grpc_server_*: go-grpc-prometheus's names and labels, from a server interceptor
 //   (GrpcInterceptors) on the I/O threads;
 // - process_*: read from /proc at each scrape.
+// - cotask_queue_*, cotask_workers_connected: queues and workers, from the same observer.
 // No label carries a task id, a group name or anything else a client chooses freely: kinds,
-// states, gRPC methods and codes only.
+// states, gRPC methods and codes, and queue names (at most --max_queues of them).
 //
 // Thread-safety: the observer and the interceptors may run on any threads at once (the metrics
 // are atomic); scrapes run on the exposer's thread.
@@ -56,6 +57,10 @@ class Metrics final : public engine::EngineObserver {
   void OnGroupState(const v1::Group& group, v1::Group::State to) override;
   void OnEventLogs(int64_t bytes_retained, int64_t events_dropped) override;
   void OnSpawn(bool started) override;
+  void OnQueue(const engine::QueueFigures& queue) override;
+  void OnWorkers(int64_t connected) override;
+  void OnLeaseLost(const std::string& queue) override;
+  void OnQueueFull(const std::string& queue) override;
 
   struct State;
 

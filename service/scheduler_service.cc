@@ -21,6 +21,7 @@
 #include "scheduler/runtime/sleep.h"
 #include "scheduler/runtime/status_macros.h"
 #include "service/internal/call_ops.h"
+#include "service/internal/engine_calls.h"
 #include "service/internal/serve.h"
 #include "service/metrics.h"
 
@@ -49,31 +50,34 @@ namespace {
 
 using Impl = SchedulerService::Impl;
 
-// The engine's part of a unary call, run on the engine's loop: a plain engine method, or one
-// that waits (a coroutine of the engine's: Run, WaitTasks).
-template <auto kMethod, class Request, class Reply>
-runtime::Task<Reply> CallEngine(engine::Engine* engine, Request request) {
-  using Result = std::invoke_result_t<decltype(kMethod), engine::Engine&, Request>;
-  if constexpr (std::is_same_v<Result, runtime::Task<Reply>>) {
-    co_return co_await std::invoke(kMethod, *engine, std::move(request));
-  } else {
-    co_return std::invoke(kMethod, *engine, request);
-  }
-}
+using internal::CallEngine;
 
-// kWaits: the call waits for the engine (Run, WaitTasks), so a client that goes away cancels it.
 template <auto kRequest, auto kEngine, class Request, class Reply, bool kWaits = false>
 runtime::Task<void> ServeUnary(Impl* impl, runtime::EventLoop* loop,
                                grpc::ServerCompletionQueue* queue) {
-  return internal::ServeUnary<Request, Reply, kWaits>(
+  return internal::ServeEngineUnary<kRequest, kEngine, Request, Reply, kWaits>(impl, loop, queue);
+}
+
+// CreateTask and CreateTasks: at once, or (wait_for_room) waiting for room in a full queue, at
+// most until the call's deadline.
+template <auto kRequest, auto kEngine, auto kWaiting, class Request, class Reply>
+runtime::Task<void> ServeCreate(Impl* impl, runtime::EventLoop* loop,
+                                grpc::ServerCompletionQueue* queue) {
+  return internal::ServeUnary<Request, Reply>(
       [impl, queue](grpc::ServerContext* context, Request* request,
                     grpc::ServerAsyncResponseWriter<Reply>* responder, void* tag) {
         (impl->async.*kRequest)(context, request, responder, queue, queue, tag);
       },
       [impl, loop, queue] {
-        loop->CreateTask(ServeUnary<kRequest, kEngine, Request, Reply, kWaits>(impl, loop, queue));
+        loop->CreateTask(
+            ServeCreate<kRequest, kEngine, kWaiting, Request, Reply>(impl, loop, queue));
       },
-      [impl](Request request) {
+      [impl](Request request, const grpc::ServerContext& context) {
+        if (request.has_wait_for_room()) {
+          return runtime::RunOn(*impl->engine_loop,
+                                std::invoke(kWaiting, *impl->engine, std::move(request),
+                                            internal::CallDeadline(context)));
+        }
         return runtime::RunOn(*impl->engine_loop, CallEngine<kEngine, Request, Reply>(
                                                       impl->engine, std::move(request)));
       });
@@ -298,11 +302,11 @@ grpc::Service* SchedulerService::service() { return &impl_->async; }
 void SchedulerService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQueue& queue) {
   using E = engine::Engine;
   Impl* impl = impl_.get();
+  loop.CreateTask(ServeCreate<&Async::RequestCreateTask, &E::CreateTask, &E::CreateTaskWaiting,
+                              v1::CreateTaskRequest, v1::Task>(impl, &loop, &queue));
   loop.CreateTask(
-      ServeUnary<&Async::RequestCreateTask, &E::CreateTask, v1::CreateTaskRequest, v1::Task>(
-          impl, &loop, &queue));
-  loop.CreateTask(ServeUnary<&Async::RequestCreateTasks, &E::CreateTasks, v1::CreateTasksRequest,
-                             v1::CreateTasksResponse>(impl, &loop, &queue));
+      ServeCreate<&Async::RequestCreateTasks, &E::CreateTasks, &E::CreateTasksWaiting,
+                  v1::CreateTasksRequest, v1::CreateTasksResponse>(impl, &loop, &queue));
   loop.CreateTask(ServeUnary<&Async::RequestGetTask, &E::GetTask, v1::GetTaskRequest, v1::Task>(
       impl, &loop, &queue));
   loop.CreateTask(ServeUnary<&Async::RequestListTasks, &E::ListTasks, v1::ListTasksRequest,
@@ -338,6 +342,19 @@ void SchedulerService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQu
                              v1::CreateSemaphoreRequest, v1::Semaphore>(impl, &loop, &queue));
   loop.CreateTask(ServeUnary<&Async::RequestGetSemaphore, &E::GetSemaphore, v1::GetSemaphoreRequest,
                              v1::Semaphore>(impl, &loop, &queue));
+  loop.CreateTask(
+      ServeUnary<&Async::RequestCreateQueue, &E::CreateQueue, v1::CreateQueueRequest, v1::Queue>(
+          impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestGetQueue, &E::GetQueue, v1::GetQueueRequest, v1::Queue>(
+      impl, &loop, &queue));
+  loop.CreateTask(ServeUnary<&Async::RequestListQueues, &E::ListQueues, v1::ListQueuesRequest,
+                             v1::ListQueuesResponse>(impl, &loop, &queue));
+  loop.CreateTask(
+      ServeUnary<&Async::RequestPauseQueue, &E::PauseQueue, v1::PauseQueueRequest, v1::Queue>(
+          impl, &loop, &queue));
+  loop.CreateTask(
+      ServeUnary<&Async::RequestResumeQueue, &E::ResumeQueue, v1::ResumeQueueRequest, v1::Queue>(
+          impl, &loop, &queue));
   loop.CreateTask(ServeWatch(impl, &loop, &queue));
   loop.CreateTask(ServeStats(impl, &loop, &queue));
   loop.CreateTask(ServeRunner(impl, &loop, &queue));

@@ -18,6 +18,7 @@
 #include "scheduler/runtime/task.h"
 #include "service/health_service.h"
 #include "service/metrics.h"
+#include "service/workers_service.h"
 
 namespace cotask::service {
 namespace {
@@ -42,16 +43,15 @@ class TaskFailureLog final : public engine::EngineObserver {
   void OnTaskState(const v1::Task& task, v1::Task::State, v1::Task::State to) override {
     if (to != v1::Task::FAILED && to != v1::Task::TIMED_OUT) return;
     LogFields fields = {{"task", task.id()},
-                        {"kind", task.spec().has_exec() ? "exec" : "sleep"},
+                        {"kind", task.spec().has_exec()       ? "exec"
+                                 : task.spec().has_dispatch() ? "dispatch"
+                                                              : "sleep"},
                         {"state", v1::Task::State_Name(to)},
                         {"attempt", absl::StrCat(task.attempt())},
                         {"error", task.error().message()}};
     if (!task.group().empty()) fields.emplace_back("group", task.group());
     Log(level_, "task failed", fields);
   }
-  void OnGroupState(const v1::Group&, v1::Group::State) override {}
-  void OnEventLogs(int64_t, int64_t) override {}
-  void OnSpawn(bool) override {}
 
  private:
   LogLevel level_;
@@ -73,6 +73,18 @@ class Observers final : public engine::EngineObserver {
   void OnSpawn(bool started) override {
     for (engine::EngineObserver* o : observers_) o->OnSpawn(started);
   }
+  void OnQueue(const engine::QueueFigures& queue) override {
+    for (engine::EngineObserver* o : observers_) o->OnQueue(queue);
+  }
+  void OnWorkers(int64_t connected) override {
+    for (engine::EngineObserver* o : observers_) o->OnWorkers(connected);
+  }
+  void OnLeaseLost(const std::string& queue) override {
+    for (engine::EngineObserver* o : observers_) o->OnLeaseLost(queue);
+  }
+  void OnQueueFull(const std::string& queue) override {
+    for (engine::EngineObserver* o : observers_) o->OnQueueFull(queue);
+  }
 
  private:
   std::vector<engine::EngineObserver*> observers_;
@@ -91,6 +103,7 @@ struct Server::State {
   std::unique_ptr<process::ProcessSupervisor> processes;
   std::unique_ptr<engine::Engine> engine;
   std::unique_ptr<SchedulerService> scheduler;
+  std::unique_ptr<WorkersService> workers;
   std::unique_ptr<HealthService> health;
   std::vector<std::unique_ptr<runtime::LoopThread>> io_threads;
   std::unique_ptr<grpc::Server> server;
@@ -144,11 +157,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
 
   state->scheduler = std::make_unique<SchedulerService>(*state->engine, engine_loop,
                                                         *state->metrics, opts.scheduler);
+  state->workers = std::make_unique<WorkersService>(*state->engine, engine_loop);
   state->health = std::make_unique<HealthService>(engine_loop);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(opts.address, grpc::InsecureServerCredentials(), &state->port);
   builder.RegisterService(state->scheduler->service());
+  builder.RegisterService(state->workers->service());
   builder.RegisterService(state->health->service());
   builder.SetMaxReceiveMessageSize(opts.max_request_bytes);
   builder.experimental().SetInterceptorCreators(state->metrics->GrpcInterceptors());
@@ -184,6 +199,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   for (size_t i = 0; i < queues.size(); ++i) {
     runtime::LoopThread& io = *state->io_threads[i];
     state->scheduler->Listen(io.loop(), *queues[i]);
+    state->workers->Listen(io.loop(), *queues[i]);
     state->health->Listen(io.loop(), *queues[i]);
     io.Start();
   }

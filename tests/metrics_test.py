@@ -96,8 +96,8 @@ def test_a_scrape_counts_every_outcome_under_its_labels(server):
     assert delta("cotask_exec_spawns_total") == 1
     assert delta("cotask_exec_spawn_failures_total") == 1
     assert delta("cotask_groups_finished_total", state="FAILED") == 1
-    assert value(after, "cotask_tasks_running", kind="sleep") == 0
-    assert value(after, "cotask_tasks_pending", kind="sleep") == 0
+    assert value(after, "cotask_tasks_running", kind="sleep", queue="") == 0
+    assert value(after, "cotask_tasks_pending", kind="sleep", queue="") == 0
     assert value(after, "cotask_groups_active") == 0
     assert delta("cotask_task_run_seconds_count", kind="sleep") >= 5
     assert value(after, "cotask_event_log_bytes") > 0
@@ -176,7 +176,7 @@ def test_stream_stats_sends_snapshots_that_change_as_tasks_finish(server):
             call = c.stub.StreamStats(pb.StreamStatsRequest(
                 interval=duration_pb2.Duration(nanos=100_000_000)))
             first = await call.read()
-            assert [k.kind for k in first.kinds] == ["sleep", "exec"]
+            assert [k.kind for k in first.kinds] == ["sleep", "exec", "dispatch"]
             await c.run(cotask.sleep(0.001))
             for _ in range(50):
                 later = await call.read()

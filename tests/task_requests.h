@@ -36,6 +36,17 @@ inline v1::CreateTaskRequest ExecRequest(std::vector<std::string> argv) {
   return request;
 }
 
+// A dispatch task on `queue` with `payload`, for remote workers.
+inline v1::CreateTaskRequest DispatchRequest(std::string queue, std::string payload = {},
+                                             int32_t priority = 0) {
+  v1::CreateTaskRequest request;
+  v1::DispatchTask& dispatch = *request.mutable_spec()->mutable_dispatch();
+  dispatch.set_queue(std::move(queue));
+  dispatch.set_payload(std::move(payload));
+  request.mutable_options()->set_priority(priority);
+  return request;
+}
+
 inline v1::CreateGroupRequest GroupRequest(std::string name, std::string parent = {}) {
   v1::CreateGroupRequest request;
   request.set_name(std::move(name));

@@ -203,7 +203,8 @@ def test_the_readmes_cpp_example_runs(server):
     "run", "submit", "get", "list", "watch", "logs", "cancel", "wait", "group", "group create",
     "group get", "group close", "group cancel", "group watch", "group wait", "group list",
     "event", "event set", "event clear", "event get", "semaphore", "semaphore create",
-    "semaphore get"])
+    "semaphore get", "queue", "queue create", "queue get", "queue list", "queue pause",
+    "queue resume", "workers"])
 def test_every_command_has_help_with_examples(command):
     done = subprocess.run([COTASK, *command.split(), "--help"], capture_output=True, text=True,
                           timeout=30)
@@ -223,3 +224,44 @@ def test_tables_fit_the_terminal(server):
         lines = done.stdout.splitlines()
         assert len(lines) >= 4 and lines[0].startswith("ID")
         assert all(len(line) <= width for line in lines), (width, lines)
+
+
+def test_queues_and_workers(server):
+    created = cotask(server, "queue", "create", "cli-q", "--order", "priority", "--maxsize", "5")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.splitlines()[1].split() == [
+        "cli-q", "priority", "0/5", "0", "0", "0", "no"]
+    submitted = cotask(server, "submit", "--queue", "cli-q", "--payload", "hi", "--priority", "7")
+    assert submitted.returncode == 0, submitted.stderr
+    task = task_json(server, submitted.stdout.strip())
+    assert task["spec"]["dispatch"] == {"queue": "cli-q", "payload": "aGk="}
+    assert task["options"]["priority"] == 7
+    listed = json.loads(cotask(server, "queue", "list", "-o", "json").stdout)
+    [queue] = [q for q in listed["queues"] if q["name"] == "cli-q"]
+    assert (queue["order"], queue["size"], queue["depth"]) == ("PRIORITY", "1", "1")
+    paused = cotask(server, "queue", "pause", "cli-q")
+    assert paused.stdout.splitlines()[1].split()[-1] == "yes"
+    assert cotask(server, "queue", "resume", "cli-q").stdout.splitlines()[1].split()[-1] == "no"
+    in_queue = json.loads(cotask(server, "list", "--queue", "cli-q", "-o", "json").stdout)
+    assert [t["id"] for t in in_queue["tasks"]] == [task["id"]]
+    assert cotask(server, "submit", "--payload", "x", "--sleep", "1s").returncode == 2
+    missing = cotask(server, "queue", "get", "no-such-queue")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("cotask: NOT_FOUND: no queue named no-such-queue")
+
+    # The README's C++ worker serves "greetings": `cotask run --queue` gets its result.
+    worker = subprocess.Popen([os.environ["WORKER_EXAMPLE"]],
+                              env={**os.environ, "COTASK_SERVER": server.address})
+    try:
+        ran = cotask(server, "run", "--queue", "greetings", "--payload", "world")
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == "hello, world\n"
+        shown = cotask(server, "workers", "-q", "greetings", "-o", "json")
+        [one] = json.loads(shown.stdout)["workers"]
+        assert one["queues"] == ["greetings"] and one["capacity"] == 4
+        table = cotask(server, "workers").stdout.splitlines()
+        assert table[0].split()[:3] == ["ID", "NAME", "QUEUES"]
+        assert table[1].split()[2:5] == ["greetings", "0/4", "1"]
+    finally:
+        worker.send_signal(signal.SIGTERM)  # it drains, then exits 0
+        assert worker.wait(timeout=20) == 0

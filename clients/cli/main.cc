@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -131,6 +132,12 @@ struct TaskFlags {
   bool shield = false;
   bool detach = false;
   std::string request_id;
+  std::string queue;
+  std::string payload;
+  std::string payload_file;
+  std::string content_type;
+  int priority = 0;
+  std::string wait_for_room;
 };
 
 void AddTaskFlags(CLI::App* command, TaskFlags& f) {
@@ -171,14 +178,58 @@ void AddTaskFlags(CLI::App* command, TaskFlags& f) {
   command->add_flag("--detach", f.detach, "the task is not cancelled when this command is");
   command->add_option("--request-id", f.request_id,
                       "an idempotency key (default: a fresh one); the same key, the same task");
+  command->add_option("-q,--queue", f.queue,
+                      "a dispatch task instead: put it on this queue, for a remote worker");
+  command->add_option("--payload", f.payload, "with --queue: the bytes the worker gets");
+  command->add_option("--payload-file", f.payload_file, "with --queue: a file of the payload");
+  command->add_option("--content-type", f.content_type,
+                      "with --queue: what the payload is (e.g. application/json)");
+  command
+      ->add_option("--priority", f.priority,
+                   "with --queue: on a priority queue, higher first (-1000 to 1000)")
+      ->check(CLI::Range(-1000, 1000));
+  command
+      ->add_option("--wait-for-room", f.wait_for_room,
+                   "with --queue: if the queue is full, wait up to this long (at most 1m)")
+      ->check(kDuration);
 }
 
 absl::StatusOr<v1::CreateTaskRequest> BuildTask(const TaskFlags& f) {
   v1::CreateTaskRequest request;
-  if (!f.command.empty() && !f.sleep.empty()) {
-    return absl::InvalidArgumentError("give a command (after --) or --sleep, not both");
+  if (static_cast<int>(!f.command.empty()) + static_cast<int>(!f.sleep.empty()) +
+          static_cast<int>(!f.queue.empty()) >
+      1) {
+    return absl::InvalidArgumentError(
+        "give one of a command (after --), --sleep, or --queue, not several");
   }
-  if (!f.command.empty()) {
+  if (f.queue.empty() && (!f.payload.empty() || !f.payload_file.empty() ||
+                          !f.content_type.empty() || f.priority != 0 || !f.wait_for_room.empty())) {
+    return absl::InvalidArgumentError(
+        "--payload, --payload-file, --content-type, --priority and --wait-for-room go with "
+        "--queue");
+  }
+  if (!f.queue.empty()) {
+    v1::DispatchTask& dispatch = *request.mutable_spec()->mutable_dispatch();
+    dispatch.set_queue(f.queue);
+    dispatch.set_content_type(f.content_type);
+    if (!f.payload.empty() && !f.payload_file.empty()) {
+      return absl::InvalidArgumentError("give --payload or --payload-file, not both");
+    }
+    dispatch.set_payload(f.payload);
+    if (!f.payload_file.empty()) {
+      std::ifstream in(f.payload_file, std::ios::binary);
+      if (!in) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--payload-file: cannot read ", f.payload_file));
+      }
+      std::stringstream bytes;
+      bytes << in.rdbuf();
+      dispatch.set_payload(bytes.str());
+    }
+    request.mutable_options()->set_priority(f.priority);
+    if (!f.wait_for_room.empty())
+      *request.mutable_wait_for_room() = ToProto(DurationOf(f.wait_for_room));
+  } else if (!f.command.empty()) {
     v1::ExecTask& exec = *request.mutable_spec()->mutable_exec();
     for (const std::string& arg : f.command) exec.add_argv(arg);
     for (const auto& [key, value] : Pairs(f.env)) (*exec.mutable_env())[key] = value;
@@ -201,7 +252,7 @@ absl::StatusOr<v1::CreateTaskRequest> BuildTask(const TaskFlags& f) {
     }
   } else {
     return absl::InvalidArgumentError(
-        "what to run: a command after -- (cotask run -- /bin/echo hi) or --sleep");
+        "what to run: a command after -- (cotask run -- /bin/echo hi), --sleep, or --queue");
   }
   request.set_group(f.group);
   for (const auto& [key, value] : Pairs(f.labels)) (*request.mutable_labels())[key] = value;
@@ -338,8 +389,11 @@ int Run(Client& client, const TaskFlags& flags, Format format, Interrupts& inter
   } else if (task->state() != v1::Task::SUCCEEDED) {
     std::fprintf(stderr, "cotask: task %s %s: %s\n", task->id().c_str(),
                  v1::Task::State_Name(task->state()).c_str(), task->error().message().c_str());
-  } else if (task->spec().has_sleep() && !task->result().output().empty()) {
-    std::printf("%s\n", task->result().output().c_str());
+  } else if (!task->spec().has_exec() && !task->result().output().empty()) {
+    // A timer's or a worker's result (an exec task's output was streamed).
+    const std::string& output = task->result().output();
+    std::fwrite(output.data(), 1, output.size(), stdout);
+    if (output.back() != '\n') std::fputc('\n', stdout);
   }
   return RunExitCode(*task, interrupts.interrupted());
 }
@@ -457,12 +511,13 @@ Examples:
     };
   });
 
-  std::string group_filter, state_filter, page_token;
+  std::string group_filter, state_filter, page_token, queue_filter;
   std::vector<std::string> label_filter;
   int limit = 0;
   bool all_pages = false;
   CLI::App* list = app.add_subcommand("list", "list tasks, oldest first");
   list->add_option("-g,--group", group_filter, "only this group's tasks");
+  list->add_option("-q,--queue", queue_filter, "only this queue's dispatch tasks");
   list->add_option("--state", state_filter, "only tasks in this state (e.g. running)")
       ->check(CLI::IsMember(StateNames(v1::Task::State_descriptor()), CLI::ignore_case));
   list->add_option("-l,--label", label_filter, "KEY=VALUE that must match (repeat)")
@@ -479,6 +534,7 @@ Examples:
     action = [&](Client& c, Format f) {
       v1::ListTasksRequest request;
       request.set_group(group_filter);
+      request.set_queue(queue_filter);
       request.set_state(StateOf<v1::Task::State>(v1::Task::State_descriptor(), state_filter));
       for (const auto& [key, value] : Pairs(label_filter)) (*request.mutable_labels())[key] = value;
       request.set_page_size(limit);
@@ -773,6 +829,87 @@ Examples:
       absl::StatusOr<v1::Semaphore> found = c.GetSemaphore(name);
       if (!found.ok()) return Fail(found.status());
       print_semaphore(*found, f);
+      return 0;
+    };
+  });
+
+  // queue ...
+  CLI::App* queue = app.add_subcommand("queue", "named queues of dispatch tasks (asyncio.Queue)");
+  queue->footer(
+      "\nExamples:\n  cotask queue create emails --order priority --maxsize 10000\n  cotask "
+      "queue list");
+  queue->require_subcommand(1);
+  auto print_queues = [](const std::vector<const v1::Queue*>& queues,
+                         const google::protobuf::Message& message,
+                         Format f) { Print(message, f, QueuesTable(queues)); };
+  std::string queue_order = "fifo";
+  int64_t queue_maxsize = 0;
+  CLI::App* queue_create = queue->add_subcommand("create", "declare a queue");
+  queue_create->add_option("name", name, "its name")->required();
+  queue_create->add_option("--order", queue_order, "fifo, lifo or priority")
+      ->check(CLI::IsMember({"fifo", "lifo", "priority"}, CLI::ignore_case));
+  queue_create
+      ->add_option("--maxsize", queue_maxsize,
+                   "tasks not started at most (default: the server's --queue_maxsize)")
+      ->check(CLI::Range(int64_t{0}, int64_t{10'000'000}));
+  queue_create->footer("\nExamples:\n  cotask queue create thumbnails --order lifo --maxsize 500");
+  queue_create->callback([&] {
+    action = [&](Client& c, Format f) {
+      v1::CreateQueueRequest request;
+      request.set_name(name);
+      v1::Queue::Order order = v1::Queue::FIFO;
+      v1::Queue::Order_Parse(absl::AsciiStrToUpper(queue_order), &order);
+      request.set_order(order);
+      request.set_maxsize(queue_maxsize);
+      absl::StatusOr<v1::Queue> created = c.CreateQueue(request);
+      if (!created.ok()) return Fail(created.status());
+      print_queues({&*created}, *created, f);
+      return 0;
+    };
+  });
+  auto queue_command = [&](const char* command, const char* help,
+                           const std::function<absl::StatusOr<v1::Queue>(Client&)>& call) {
+    CLI::App* sub = queue->add_subcommand(command, help);
+    sub->add_option("name", name, "the queue's name")->required();
+    sub->footer(absl::StrCat("\nExamples:\n  cotask queue ", command, " emails"));
+    sub->callback([&, call] {
+      action = [&, call](Client& c, Format f) {
+        absl::StatusOr<v1::Queue> result = call(c);
+        if (!result.ok()) return Fail(result.status());
+        print_queues({&*result}, *result, f);
+        return 0;
+      };
+    });
+  };
+  queue_command("get", "show a queue", [&](Client& c) { return c.GetQueue(name); });
+  queue_command("pause", "stop giving the queue's tasks to workers",
+                [&](Client& c) { return c.PauseQueue(name); });
+  queue_command("resume", "give the queue's tasks to workers again",
+                [&](Client& c) { return c.ResumeQueue(name); });
+  CLI::App* queue_list = queue->add_subcommand("list", "list queues by name");
+  queue_list->callback([&] {
+    action = [&](Client& c, Format f) {
+      absl::StatusOr<v1::ListQueuesResponse> all = c.ListQueues();
+      if (!all.ok()) return Fail(all.status());
+      std::vector<const v1::Queue*> rows;
+      for (const v1::Queue& one : all->queues()) rows.push_back(&one);
+      print_queues(rows, *all, f);
+      return 0;
+    };
+  });
+
+  // workers
+  std::string workers_queue;
+  CLI::App* workers = app.add_subcommand("workers", "list the workers connected");
+  workers->add_option("-q,--queue", workers_queue, "only those serving this queue");
+  workers->footer("\nExamples:\n  cotask workers -q emails -o wide");
+  workers->callback([&] {
+    action = [&](Client& c, Format f) {
+      absl::StatusOr<v1::ListWorkersResponse> all = c.ListWorkers(workers_queue);
+      if (!all.ok()) return Fail(all.status());
+      std::vector<const v1::Worker*> rows;
+      for (const v1::Worker& one : all->workers()) rows.push_back(&one);
+      Print(*all, f, WorkersTable(rows, f == Format::kWide, absl::Now()));
       return 0;
     };
   });

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -50,6 +51,8 @@ std::string Kind(const v1::Task& task) {
     return absl::StrCat("sleep ", HumanDuration(absl::Nanoseconds(TimeUtil::DurationToNanoseconds(
                                       task.spec().sleep().duration()))));
   }
+  if (task.spec().has_dispatch())
+    return Brief(absl::StrCat("dispatch ", task.spec().dispatch().queue()), 40);
   return "?";
 }
 
@@ -220,6 +223,41 @@ std::string GroupsTable(const std::vector<const v1::Group*>& groups, bool wide, 
   return RenderTable(header, rows, TerminalWidth());
 }
 
+std::string QueuesTable(const std::vector<const v1::Queue*>& queues) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(queues.size());
+  for (const v1::Queue* queue : queues) {
+    rows.push_back({queue->name(), absl::AsciiStrToLower(v1::Queue::Order_Name(queue->order())),
+                    absl::StrCat(queue->size(), "/", queue->maxsize()),
+                    absl::StrCat(queue->depth()), absl::StrCat(queue->leased()),
+                    absl::StrCat(queue->workers()), queue->paused() ? "yes" : "no"});
+  }
+  return RenderTable({"NAME", "ORDER", "SIZE/MAX", "QUEUED", "LEASED", "WORKERS", "PAUSED"}, rows,
+                     TerminalWidth());
+}
+
+std::string WorkersTable(const std::vector<const v1::Worker*>& workers, bool wide, absl::Time now) {
+  std::vector<std::string> header = {"ID", "NAME", "QUEUES", "LEASED", "DONE", "SEEN", "AGE"};
+  if (wide) header.insert(header.end(), {"DRAINING", "PEER", "LABELS"});
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(workers.size());
+  for (const v1::Worker* worker : workers) {
+    std::vector<std::string> row = {worker->id(),
+                                    worker->name(),
+                                    absl::StrJoin(worker->queues(), ","),
+                                    absl::StrCat(worker->leases_size(), "/", worker->capacity()),
+                                    absl::StrCat(worker->tasks_done()),
+                                    absl::StrCat(Age(worker->last_seen_time(), now), " ago"),
+                                    Age(worker->connect_time(), now)};
+    if (wide) {
+      row.insert(row.end(),
+                 {worker->draining() ? "yes" : "no", worker->peer(), Labels(worker->labels())});
+    }
+    rows.push_back(std::move(row));
+  }
+  return RenderTable(header, rows, TerminalWidth());
+}
+
 std::string EventLine(const v1::Event& event) {
   std::string what;
   switch (event.kind_case()) {
@@ -249,6 +287,12 @@ std::string EventLine(const v1::Event& event) {
                           v1::Task::State_Name(event.attempt_ended().state()), ": ",
                           Brief(event.attempt_ended().error().message()), "; retry at ",
                           Time(event.attempt_ended().retry_time()));
+      break;
+    case v1::Event::kProgress:
+      what = absl::StrCat("progress ", event.progress().value());
+      if (!event.progress().message().empty()) {
+        absl::StrAppend(&what, ": ", Brief(event.progress().message()));
+      }
       break;
     case v1::Event::KIND_NOT_SET:
       break;

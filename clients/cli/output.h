@@ -9,6 +9,7 @@
 
 #include "absl/time/time.h"
 #include "cotask/v1/scheduler.pb.h"
+#include "cotask/v1/workers.pb.h"
 #include "google/protobuf/message.h"
 
 namespace cotask::cli {
@@ -33,6 +34,8 @@ std::string HumanDuration(absl::Duration d);
 // Tables of the API's objects (wide: more columns).
 std::string TasksTable(const std::vector<const v1::Task*>& tasks, bool wide, absl::Time now);
 std::string GroupsTable(const std::vector<const v1::Group*>& groups, bool wide, absl::Time now);
+std::string QueuesTable(const std::vector<const v1::Queue*>& queues);
+std::string WorkersTable(const std::vector<const v1::Worker*>& workers, bool wide, absl::Time now);
 // One line for an event of a log: "12  14:03:01.123  t...  RUNNING (attempt 1)".
 std::string EventLine(const v1::Event& event);
 

@@ -53,15 +53,15 @@ void EnsureRequestId(v1::CreateTaskRequest& request) {
   if (request.request_id().empty()) request.set_request_id(NewRequestId());
 }
 
-template <class Request, class Reply>
-using SyncMethod = grpc::Status (Stub::*)(grpc::ClientContext*, const Request&, Reply*);
+template <class Request, class Reply, class AnyStub = Stub>
+using SyncMethod = grpc::Status (AnyStub::*)(grpc::ClientContext*, const Request&, Reply*);
 template <class Request, class Reply>
 using AsyncMethod = std::unique_ptr<grpc::ClientAsyncResponseReader<Reply>> (Stub::*)(
     grpc::ClientContext*, const Request&, grpc::CompletionQueue*);
 
-template <class Request, class Reply>
-absl::StatusOr<Reply> Call(Stub& stub, SyncMethod<Request, Reply> method, const Request& request,
-                           absl::Duration timeout) {
+template <class AnyStub, class Request, class Reply>
+absl::StatusOr<Reply> Call(AnyStub& stub, SyncMethod<Request, Reply, AnyStub> method,
+                           const Request& request, absl::Duration timeout) {
   grpc::ClientContext context;
   context.set_deadline(DeadlineAfter(timeout));
   Reply reply;
@@ -153,7 +153,9 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
   std::shared_ptr<grpc::ChannelCredentials> credentials =
       options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials();
-  stub_ = v1::Scheduler::NewStub(grpc::CreateCustomChannel(server_, credentials, args));
+  channel_ = grpc::CreateCustomChannel(server_, credentials, args);
+  stub_ = v1::Scheduler::NewStub(channel_);
+  workers_stub_ = v1::Workers::NewStub(channel_);
 }
 
 Client::~Client() = default;
@@ -249,6 +251,36 @@ absl::StatusOr<v1::Semaphore> Client::CreateSemaphore(const std::string& name, i
 absl::StatusOr<v1::Semaphore> Client::GetSemaphore(const std::string& name, CallOptions call) {
   return Call(*stub_, &Stub::GetSemaphore, Named<v1::GetSemaphoreRequest>(name),
               TimeoutOf(call, false));
+}
+
+absl::StatusOr<v1::Queue> Client::CreateQueue(const v1::CreateQueueRequest& request,
+                                              CallOptions call) {
+  return Call(*stub_, &Stub::CreateQueue, request, TimeoutOf(call, false));
+}
+
+absl::StatusOr<v1::Queue> Client::GetQueue(const std::string& name, CallOptions call) {
+  return Call(*stub_, &Stub::GetQueue, Named<v1::GetQueueRequest>(name), TimeoutOf(call, false));
+}
+
+absl::StatusOr<v1::ListQueuesResponse> Client::ListQueues(CallOptions call) {
+  return Call(*stub_, &Stub::ListQueues, v1::ListQueuesRequest(), TimeoutOf(call, false));
+}
+
+absl::StatusOr<v1::Queue> Client::PauseQueue(const std::string& name, CallOptions call) {
+  return Call(*stub_, &Stub::PauseQueue, Named<v1::PauseQueueRequest>(name),
+              TimeoutOf(call, false));
+}
+
+absl::StatusOr<v1::Queue> Client::ResumeQueue(const std::string& name, CallOptions call) {
+  return Call(*stub_, &Stub::ResumeQueue, Named<v1::ResumeQueueRequest>(name),
+              TimeoutOf(call, false));
+}
+
+absl::StatusOr<v1::ListWorkersResponse> Client::ListWorkers(const std::string& queue,
+                                                            CallOptions call) {
+  v1::ListWorkersRequest request;
+  request.set_queue(queue);
+  return Call(*workers_stub_, &v1::Workers::Stub::ListWorkers, request, TimeoutOf(call, false));
 }
 
 absl::Status Client::Watch(v1::WatchRequest request,

@@ -32,9 +32,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "cotask/v1/scheduler.grpc.pb.h"
+#include "cotask/v1/workers.grpc.pb.h"
 #include "scheduler/runtime/task.h"
 
 namespace grpc {
+class Channel;
 class ChannelCredentials;
 class Status;
 }  // namespace grpc
@@ -69,6 +71,9 @@ class Client {
 
   const std::string& server() const { return server_; }
   v1::Scheduler::Stub& stub() { return *stub_; }
+  v1::Workers::Stub& workers_stub() { return *workers_stub_; }
+  // The channel to the server (with the clients' service config), shared by the stubs.
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   const ClientOptions& options() const { return options_; }
 
   // ----- Blocking calls.
@@ -98,6 +103,16 @@ class Client {
   absl::StatusOr<v1::Semaphore> CreateSemaphore(const std::string& name, int64_t limit,
                                                 CallOptions call = {});
   absl::StatusOr<v1::Semaphore> GetSemaphore(const std::string& name, CallOptions call = {});
+  // Named queues of dispatch tasks, and the workers connected (Workers.ListWorkers; an empty
+  // queue: all).
+  absl::StatusOr<v1::Queue> CreateQueue(const v1::CreateQueueRequest& request,
+                                        CallOptions call = {});
+  absl::StatusOr<v1::Queue> GetQueue(const std::string& name, CallOptions call = {});
+  absl::StatusOr<v1::ListQueuesResponse> ListQueues(CallOptions call = {});
+  absl::StatusOr<v1::Queue> PauseQueue(const std::string& name, CallOptions call = {});
+  absl::StatusOr<v1::Queue> ResumeQueue(const std::string& name, CallOptions call = {});
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers(const std::string& queue = {},
+                                                      CallOptions call = {});
 
   // The log of a task or group from request.from_sequence (0: the start), then live, through
   // its last event: on_event sees each event once, in order, across reconnections (it may
@@ -143,7 +158,9 @@ class Client {
  private:
   ClientOptions options_;
   std::string server_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Scheduler::Stub> stub_;
+  std::unique_ptr<v1::Workers::Stub> workers_stub_;
 };
 
 // A request id for a create: random, 128 bits.

@@ -39,6 +39,7 @@ constexpr int kMaxAcquire = 16;
 constexpr int kMaxWaitEvents = 16;
 constexpr int kMaxAttempts = 100;
 constexpr double kMaxMultiplier = 10;
+constexpr int kMaxPriority = 1000;
 
 bool LabelsMatch(const google::protobuf::Map<std::string, std::string>& have,
                  const google::protobuf::Map<std::string, std::string>& want) {
@@ -99,6 +100,7 @@ Engine::Engine(runtime::EventLoop& loop, process::ProcessSupervisor& processes,
   for (const auto& [name, limit] : options_.semaphores) {
     COTASK_CHECK(permits_.Declare(name, limit).ok(), "a semaphore declared twice");
   }
+  for (const QueueSpec& queue : options_.queues) DeclareQueue(queue, /*declared=*/true);
   idle_.Set();
 }
 
@@ -128,7 +130,10 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
   const v1::TaskSpec& spec = request.spec();
   switch (spec.kind_case()) {
     case v1::TaskSpec::KIND_NOT_SET:
-      return InvalidField("spec", "required: one of sleep, exec");
+      return InvalidField("spec", "required: one of sleep, exec, dispatch");
+    case v1::TaskSpec::kDispatch:
+      COTASK_RETURN_IF_ERROR(ValidateDispatch(request));
+      break;
     case v1::TaskSpec::kSleep: {
       const v1::SleepTask& sleep = spec.sleep();
       COTASK_RETURN_IF_ERROR(
@@ -224,6 +229,21 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
   if (request.options().has_start_at()) {
     COTASK_RETURN_IF_ERROR(
         ValidateTimestamp(request.options().start_at(), "options.start_at", options_.max_duration));
+  }
+  if (request.options().priority() != 0) {
+    if (!spec.has_dispatch()) {
+      return InvalidField("options.priority", "only dispatch tasks have a priority");
+    }
+    if (request.options().priority() < -kMaxPriority ||
+        request.options().priority() > kMaxPriority) {
+      return InvalidField("options.priority",
+                          absl::StrCat(request.options().priority(), " is not -1000 to 1000"),
+                          absl::StrCat(kMaxPriority));
+    }
+  }
+  if (request.has_wait_for_room()) {
+    COTASK_RETURN_IF_ERROR(
+        ValidateDuration(request.wait_for_room(), "wait_for_room", absl::Minutes(1)).status());
   }
   COTASK_RETURN_IF_ERROR(ValidateCoordination(request.options()));
   COTASK_RETURN_IF_ERROR(ValidateLabels(request.labels(), "labels", LabelBoundsOf(options_)));
@@ -337,7 +357,8 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateTasks(const v1::CreateTask
 }
 
 absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
-    absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items) {
+    absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items,
+    std::string* full_queue) {
   if (draining_) {
     return Error(absl::StatusCode::kUnavailable, "DRAINING",
                  "the server is shutting down and takes no new tasks");
@@ -350,6 +371,7 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
   size_t new_tasks = 0;
   absl::flat_hash_set<std::string> batch_request_ids;
   absl::flat_hash_set<std::string> new_events;
+  absl::flat_hash_map<std::string, int64_t> dispatched;  // queue -> new tasks
   // Requests made in a runner, with its context applied.
   std::vector<const v1::CreateTaskRequest*> effective(requests.begin(), requests.end());
   std::deque<v1::CreateTaskRequest> in_runner;
@@ -369,12 +391,17 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
       }
     }
     if (status.ok()) status = ValidateCreate(*effective[i]);
+    if (status.ok() && name_items && requests[i]->has_wait_for_room()) {
+      status = InvalidField("wait_for_room",
+                            "a batch waits as a whole: set CreateTasksRequest.wait_for_room");
+    }
     if (!status.ok()) {
       return !name_items ? status : PrefixField(status, absl::StrCat("requests[", i, "]."));
     }
     for (const std::string& name : effective[i]->options().wait_events()) {
       if (!events_.contains(name)) new_events.insert(name);
     }
+    if (effective[i]->spec().has_dispatch()) ++dispatched[effective[i]->spec().dispatch().queue()];
     ++new_tasks;
   }
   if (events_.size() + new_events.size() > options_.max_events) {
@@ -390,6 +417,17 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
         absl::StrCat("the server has ", pending_tasks_, " tasks that have not ended; ", new_tasks,
                      " more would pass --max_pending_tasks=", options_.max_pending_tasks),
         {{"bound", absl::StrCat(options_.max_pending_tasks)}});
+  }
+  if (!dispatched.empty()) {
+    std::string full;
+    if (absl::Status room = CheckQueuesHaveRoom(dispatched, &full); !room.ok()) {
+      if (full_queue != nullptr) {
+        *full_queue = full;  // the caller may wait, and counts the refusal if it gives up
+      } else if (!full.empty() && options_.observer != nullptr) {
+        options_.observer->OnQueueFull(full);
+      }
+      return room;
+    }
   }
   v1::CreateTasksResponse response;
   for (const v1::CreateTaskRequest* request : effective) {
@@ -450,6 +488,11 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
     record.runner = runners_.at(request.runner()).get();
     record.runner->tasks.insert(task.id());
   }
+  if (request.spec().has_dispatch()) {
+    record.dispatch = std::make_unique<DispatchState>();
+    record.dispatch->queue = EnsureQueue(request.spec().dispatch().queue());  // room was checked
+    record.dispatch->ordinal = static_cast<int64_t>(++task_ordinal_);
+  }
   ++pending_tasks_;
   idle_.Clear();
   if (!request.group().empty()) {
@@ -492,11 +535,14 @@ absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksReque
     return InvalidField("state", absl::StrCat("unknown value ", request.state()));
   }
   v1::ListTasksRequest query;
+  if (!request.queue().empty()) COTASK_RETURN_IF_ERROR(ValidateName(request.queue(), "queue"));
   COTASK_ASSIGN_OR_RETURN(Page page, StartPage(request, LabelBoundsOf(options_), &query));
   v1::ListTasksResponse response;
   auto matches = [&](const TaskRecord& record) {
     return (request.state() == v1::Task::STATE_UNSPECIFIED ||
             record.task.state() == request.state()) &&
+           (request.queue().empty() || (record.dispatch != nullptr &&
+                                        record.dispatch->queue->queue.name() == request.queue())) &&
            LabelsMatch(record.task.labels(), request.labels());
   };
   std::string last;
@@ -555,7 +601,13 @@ void Engine::AddEndWaiter(TaskRecord& task, const std::shared_ptr<runtime::Event
 }
 
 runtime::Task<v1::Task> Engine::Run(v1::CreateTaskRequest request) {
-  COTASK_CO_ASSIGN_OR_RETURN(v1::Task created, CreateTask(request));
+  absl::StatusOr<v1::Task> made = absl::InternalError("not made");
+  if (request.has_wait_for_room()) {
+    made = co_await CreateTaskWaiting(request);
+  } else {
+    made = CreateTask(request);
+  }
+  COTASK_CO_ASSIGN_OR_RETURN(v1::Task created, std::move(made));
   const std::string& id = created.id();
   auto ended = std::make_shared<runtime::Event>();
   while (true) {
@@ -1041,6 +1093,8 @@ EngineCounts Engine::counts() const {
   counts.runners = runners_.size();
   counts.events = events_.size();
   counts.semaphores = permits_.size();
+  counts.queues = queues_.size();
+  counts.workers = connected_workers_;
   return counts;
 }
 

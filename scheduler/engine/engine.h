@@ -1,7 +1,8 @@
 // Engine: cotask's task table, task and group state machines, executors and event logs.
 //
 // Each task's life is one coroutine on the engine's loop: it becomes QUEUED, then RUNNING, runs
-// its executor (sleep, exec) under its timeout, and ends in one terminal state. Every state
+// its executor (sleep, exec, or a remote worker for dispatch tasks) under its timeout, and ends
+// in one terminal state. Every state
 // change of a task or a group goes through Transition / TransitionGroup, the one place where a
 // journal will be attached. Groups follow asyncio.TaskGroup (docs/api.md): fail-fast by
 // default, `all` on request, close, cancel, deadline, nesting, every child failure listed.
@@ -31,6 +32,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "cotask/v1/scheduler.pb.h"
+#include "cotask/v1/workers.pb.h"
 #include "scheduler/engine/event_log.h"
 #include "scheduler/engine/observer.h"
 #include "scheduler/engine/permits.h"
@@ -44,6 +46,17 @@ class ProcessSupervisor;
 }
 
 namespace cotask::engine {
+
+// A queue declared by the server's configuration (--queues).
+struct QueueSpec {
+  std::string name;
+  v1::Queue::Order order = v1::Queue::FIFO;
+  int64_t maxsize = 0;  // 0: EngineOptions::queue_maxsize
+};
+
+// Parses the --queues flag: "name[:fifo|lifo|priority][:maxsize][,...]"; the error names the
+// entry.
+absl::StatusOr<std::vector<QueueSpec>> ParseQueues(absl::string_view flag);
 
 struct EngineOptions {
   // Tasks not yet ended; past it creates get RESOURCE_EXHAUSTED.
@@ -87,6 +100,18 @@ struct EngineOptions {
   size_t max_exec_bytes = 128 << 10;
   std::string exec_path = "/usr/local/bin:/usr/bin:/bin";
 
+  // Named queues declared at start; others are made on first use (FIFO, queue_maxsize), up
+  // to max_queues in all.
+  std::vector<QueueSpec> queues;
+  int64_t queue_maxsize = 100'000;
+  size_t max_queues = 1000;
+  // Workers connected at once.
+  size_t max_workers = 1000;
+  // A worker that sends nothing for this long is gone (unless its hello asks otherwise).
+  absl::Duration worker_heartbeat_timeout = absl::Seconds(30);
+  // A cancelled task's worker has this long to end it before the task ends anyway.
+  absl::Duration worker_cancel_grace = absl::Seconds(10);
+
   // Told of every state change (metrics); not owned; may be null.
   EngineObserver* observer = nullptr;
 };
@@ -104,6 +129,8 @@ struct EngineCounts {
   size_t runners = 0;
   size_t events = 0;
   size_t semaphores = 0;
+  size_t queues = 0;
+  size_t workers = 0;
 };
 
 class Engine {
@@ -138,6 +165,34 @@ class Engine {
   // Named semaphores (see permits.h).
   absl::StatusOr<v1::Semaphore> CreateSemaphore(const v1::CreateSemaphoreRequest& request);
   absl::StatusOr<v1::Semaphore> GetSemaphore(const v1::GetSemaphoreRequest& request) const;
+
+  // Named queues (asyncio.Queue, LifoQueue, PriorityQueue) of dispatch tasks.
+  absl::StatusOr<v1::Queue> CreateQueue(const v1::CreateQueueRequest& request);
+  absl::StatusOr<v1::Queue> GetQueue(const v1::GetQueueRequest& request) const;
+  absl::StatusOr<v1::ListQueuesResponse> ListQueues(const v1::ListQueuesRequest& request) const;
+  absl::StatusOr<v1::Queue> PauseQueue(const v1::PauseQueueRequest& request);
+  absl::StatusOr<v1::Queue> ResumeQueue(const v1::ResumeQueueRequest& request);
+  // Creates that wait (wait_for_room, and at most until `deadline`) for room in full queues
+  // instead of failing at once. Cancellable.
+  runtime::Task<v1::Task> CreateTaskWaiting(v1::CreateTaskRequest request,
+                                            absl::Time deadline = absl::InfiniteFuture());
+  runtime::Task<v1::CreateTasksResponse> CreateTasksWaiting(
+      v1::CreateTasksRequest request, absl::Time deadline = absl::InfiniteFuture());
+
+  // Workers (Workers.Work, one stream each). OpenWorker registers the worker of a `hello` and
+  // gives the stream's first message; `peer` is for ListWorkers.
+  absl::StatusOr<v1::WorkResponse> OpenWorker(const v1::WorkerHello& hello, std::string peer);
+  // One message of the worker's after its hello. An error (a malformed message) ends the
+  // worker's stream with it.
+  absl::Status WorkerMessage(const std::string& worker, const v1::WorkRequest& message);
+  // The messages for the worker's stream (assignments, cancels, drained), waiting until there
+  // is one; empty once the worker is closing; an error if the worker went silent past its
+  // heartbeat timeout (its stream ends with it). Cancellable.
+  runtime::Task<std::vector<v1::WorkResponse>> NextWorkerCommands(std::string worker);
+  // The worker's stream has ended (`reason`, for the lost tasks' errors): the tasks it holds
+  // go back to their queues (under their retry policies), and the worker is gone.
+  void CloseWorker(const std::string& worker, const std::string& reason);
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers(const v1::ListWorkersRequest& request) const;
 
   // Runners (asyncio.Runner). OpenRunner gives the stream's first message.
   absl::StatusOr<v1::RunnerResponse> OpenRunner(const v1::OpenRunnerRequest& request);
@@ -176,10 +231,23 @@ class Engine {
   struct GroupRecord;
   struct EventRecord;
   struct RunnerRecord;
+  struct QueueRecord;
+  struct WorkerRecord;
+  struct DispatchState;
+  struct Lease;
 
-  // Creates all the tasks or none; name_items: errors name the item ("requests[3].spec").
+  // Creates all the tasks or none; name_items: errors name the item ("requests[3].spec"). When
+  // a queue is full, `full_queue` (if given) names it.
   absl::StatusOr<v1::CreateTasksResponse> CreateBatch(
-      absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items);
+      absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items,
+      std::string* full_queue = nullptr);
+  // The queues a batch's dispatch tasks go to have room for them (and new queues are within
+  // max_queues).
+  absl::Status CheckQueuesHaveRoom(const absl::flat_hash_map<std::string, int64_t>& new_tasks,
+                                   std::string* full_queue) const;
+  // Waits until `queue` may have room, or `deadline`: false if the deadline came first.
+  runtime::Task<bool> AwaitRoom(std::string queue, absl::Time deadline);
+  absl::Status ValidateDispatch(const v1::CreateTaskRequest& request) const;
   absl::Status ValidateCreate(const v1::CreateTaskRequest& request) const;
   // options.after, retry, acquire, wait_events.
   absl::Status ValidateCoordination(const v1::TaskOptions& options) const;
@@ -207,7 +275,32 @@ class Engine {
   runtime::Task<Outcome> Execute(TaskRecord* task);
   runtime::Task<Outcome> RunSleep(TaskRecord* task);
   runtime::Task<Outcome> RunExec(TaskRecord* task);
-  void AppendOutput(TaskRecord& task, process::OutputStream stream, absl::string_view bytes);
+  void AppendOutput(TaskRecord& task, v1::Output::Stream stream, absl::string_view bytes);
+
+  // Dispatch tasks (dispatch.cc). The queue made on first use, or null past max_queues.
+  QueueRecord* EnsureQueue(const std::string& name);
+  QueueRecord& DeclareQueue(const QueueSpec& spec, bool declared);
+  absl::StatusOr<QueueRecord*> FindQueue(const std::string& name, const char* field) const;
+  v1::Queue DescribeQueue(const QueueRecord& queue) const;
+  // Puts the QUEUED task in its queue and waits until a worker takes it (then it is RUNNING).
+  runtime::Task<void> AwaitWorker(TaskRecord* task);
+  // The attempt on its worker: until the worker's result, the lease's loss, or a cancellation
+  // (then the worker is told, and given the grace period).
+  runtime::Task<Outcome> RunDispatch(TaskRecord* task);
+  // Hands the queue's ready tasks to its workers while some have room.
+  void Pump(QueueRecord& queue);
+  void PumpWorker(WorkerRecord& worker);
+  void Assign(TaskRecord& task, WorkerRecord& worker);
+  // The task's lease ends (its result came, or it was lost): the worker's slot is free.
+  void EndLease(TaskRecord& task);
+  void LoseLeases(WorkerRecord& worker, const std::string& why);
+  // The worker takes nothing more: its leases are lost, its queues forget it, its stream ends.
+  void StopWorker(WorkerRecord& worker, const std::string& reason);
+  void PushWorkerCommand(WorkerRecord& worker, v1::WorkResponse command);
+  void CheckHeartbeat(const std::string& worker);
+  // The queue's counts follow its tasks' states (called by Transition).
+  void QueueStateChanged(TaskRecord& task, v1::Task::State from, v1::Task::State to);
+  void ReportQueue(const QueueRecord& queue);
 
   // The one place where a task's state changes.
   void Transition(TaskRecord& task, v1::Task::State to, const absl::Status& error = {});
@@ -246,6 +339,12 @@ class Engine {
   Permits permits_;
   absl::flat_hash_map<std::string, std::unique_ptr<EventRecord>> events_;
   absl::flat_hash_map<std::string, std::unique_ptr<RunnerRecord>> runners_;
+  absl::btree_map<std::string, std::unique_ptr<QueueRecord>> queues_;
+  absl::btree_map<std::string, std::unique_ptr<WorkerRecord>> workers_;
+  size_t connected_workers_ = 0;  // workers_ not closing
+  int64_t last_worker_micros_ = 0;
+  uint64_t task_ordinal_ = 0;  // creation order, for queue ties
+  uint64_t assignments_ = 0;   // for fairness among workers
   int64_t last_runner_micros_ = 0;
   std::deque<std::string> finished_tasks_;  // oldest first
   std::deque<std::string> finished_groups_;

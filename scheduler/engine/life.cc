@@ -83,7 +83,15 @@ runtime::Task<void> Engine::Life(TaskRecord* record) {
       }
     }
     Transition(*record, v1::Task::QUEUED);
-    Transition(*record, v1::Task::RUNNING);
+    if (record->dispatch != nullptr) {
+      // In its queue until a worker takes it (the assignment makes it RUNNING).
+      if (!(co_await AwaitWorker(record)).ok()) {
+        Transition(*record, v1::Task::CANCELLED, CancelledError(task));
+        co_return absl::OkStatus();
+      }
+    } else {
+      Transition(*record, v1::Task::RUNNING);
+    }
     // (Not a conditional expression: GCC 12 mishandles co_await inside ?:.)
     runtime::ResultOf<Outcome> outcome = absl::InternalError("not run");
     if (timeout > absl::ZeroDuration()) {
@@ -213,6 +221,7 @@ void Engine::EndAttempt(TaskRecord& record, v1::Task::State outcome, const absl:
 
 runtime::Task<Engine::Outcome> Engine::Execute(TaskRecord* task) {
   if (task->task.spec().has_exec()) return RunExec(task);
+  if (task->dispatch != nullptr) return RunDispatch(task);
   return RunSleep(task);
 }
 
@@ -226,15 +235,15 @@ runtime::Task<Engine::Outcome> Engine::RunSleep(TaskRecord* task) {
   co_return Outcome{absl::OkStatus()};
 }
 
-void Engine::AppendOutput(TaskRecord& task, process::OutputStream stream, absl::string_view bytes) {
+void Engine::AppendOutput(TaskRecord& task, v1::Output::Stream stream, absl::string_view bytes) {
   v1::Event event;
   event.set_task(task.task.id());
   *event.mutable_time() = NowProto();
-  event.mutable_output()->set_stream(stream == process::OutputStream::kStdout ? v1::Output::STDOUT
-                                                                              : v1::Output::STDERR);
+  event.mutable_output()->set_stream(stream);
   event.mutable_output()->set_data(std::string(bytes));
   AppendToLog(task.log, std::move(event));
-  // The tail kept for the result: trimmed in amortized O(1) by letting it grow to twice.
+  if (!task.task.spec().has_exec()) return;
+  // An exec task's result keeps the tail: trimmed in amortized O(1) by letting it grow to twice.
   const size_t keep = options_.exec_output_tail_bytes;
   task.output_tail.append(bytes.data(), bytes.size());
   if (task.output_tail.size() > 2 * keep) {
@@ -264,7 +273,10 @@ runtime::Task<Engine::Outcome> Engine::RunExec(TaskRecord* task) {
   }
   absl::StatusOr<process::ExitStatus> exit = co_await processes_.Run(
       std::move(spec), [this, task](process::OutputStream stream, absl::string_view bytes) {
-        AppendOutput(*task, stream, bytes);
+        AppendOutput(
+            *task,
+            stream == process::OutputStream::kStdout ? v1::Output::STDOUT : v1::Output::STDERR,
+            bytes);
       });
   v1::TaskResult& result = *task->task.mutable_result();
   const size_t keep = options_.exec_output_tail_bytes;
@@ -313,6 +325,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     if (!error.ok()) *task.mutable_error() = ToRpcStatus(error);
     if (to != v1::Task::SUCCEEDED && !task.spec().has_exec()) task.clear_result();
   }
+  if (record.dispatch != nullptr) QueueStateChanged(record, from, to);
   if (options_.observer != nullptr) options_.observer->OnTaskState(task, from, to);
 
   v1::Event event;

@@ -1,27 +1,46 @@
 // EngineObserver: what the engine tells whoever watches it (the service's metrics), without
-// knowing who that is. Called on the engine's loop thread, synchronously: implementations are
-// quick (counters) and must not call back into the engine.
+// knowing who that is; an observer overrides what it wants to hear. Called on the engine's loop
+// thread, synchronously: implementations are quick (counters) and must not call back into the
+// engine.
 #ifndef COTASK_SCHEDULER_ENGINE_OBSERVER_H_
 #define COTASK_SCHEDULER_ENGINE_OBSERVER_H_
 
 #include <cstdint>
+#include <string>
 
 #include "cotask/v1/scheduler.pb.h"
 
 namespace cotask::engine {
+
+// A queue's figures now (see v1::Queue).
+struct QueueFigures {
+  const std::string& name;
+  int64_t size;    // not started
+  int64_t depth;   // QUEUED, waiting for a worker
+  int64_t leased;  // held by workers
+  int64_t workers;
+  bool paused;
+};
 
 class EngineObserver {
  public:
   virtual ~EngineObserver() = default;
   // Every task state change: `from` is STATE_UNSPECIFIED at creation; RUNNING -> PENDING is a
   // retry (task.attempt() is the next attempt's number). `task` is as it is after the change.
-  virtual void OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::State to) = 0;
+  virtual void OnTaskState(const v1::Task& /*task*/, v1::Task::State /*from*/,
+                           v1::Task::State /*to*/) {}
   // Every group state change (OPEN at creation).
-  virtual void OnGroupState(const v1::Group& group, v1::Group::State to) = 0;
+  virtual void OnGroupState(const v1::Group& /*group*/, v1::Group::State /*to*/) {}
   // The event logs: the bytes all of them hold now, and events just dropped to stay bounded.
-  virtual void OnEventLogs(int64_t bytes_retained, int64_t events_dropped) = 0;
+  virtual void OnEventLogs(int64_t /*bytes_retained*/, int64_t /*events_dropped*/) {}
   // An exec task's process was started, or could not be.
-  virtual void OnSpawn(bool started) = 0;
+  virtual void OnSpawn(bool /*started*/) {}
+  // Queues and workers: a queue's figures changed; the workers connected now; a task's lease
+  // was lost with its worker; a create was refused because the queue was full.
+  virtual void OnQueue(const QueueFigures& /*queue*/) {}
+  virtual void OnWorkers(int64_t /*connected*/) {}
+  virtual void OnLeaseLost(const std::string& /*queue*/) {}
+  virtual void OnQueueFull(const std::string& /*queue*/) {}
 };
 
 }  // namespace cotask::engine

@@ -4,11 +4,14 @@
 #ifndef COTASK_SCHEDULER_ENGINE_RECORDS_H_
 #define COTASK_SCHEDULER_ENGINE_RECORDS_H_
 
+#include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/time/clock.h"
@@ -69,7 +72,65 @@ struct Engine::TaskRecord {
   // A client has been given the task's outcome (Get, List, Run, WaitTasks, Watch, its group):
   // a debug runner reports failures nobody read.
   mutable bool outcome_read = false;
-  runtime::TimerHandle slow_timer;  // a debug runner's slow-task report
+  runtime::TimerHandle slow_timer;          // a debug runner's slow-task report
+  std::unique_ptr<DispatchState> dispatch;  // dispatch tasks only
+};
+
+// A task's place in its queue: the queue's order (FIFO, LIFO, priority) is the order of these.
+struct ReadyKey {
+  int64_t rank;   // -priority for PRIORITY queues, else 0
+  int64_t order;  // creation ordinal (negated for LIFO)
+  void* task;     // the TaskRecord
+  friend bool operator<(const ReadyKey& a, const ReadyKey& b) {
+    if (a.rank != b.rank) return a.rank < b.rank;
+    return a.order < b.order;
+  }
+};
+
+// An attempt held by a worker.
+struct Engine::Lease {
+  WorkerRecord* worker = nullptr;  // null once the lease has ended (result, loss)
+  runtime::Event done;             // the result came, the lease was lost, or the grace is over
+  std::optional<v1::TaskResultReport> result;
+  std::string lost;  // why, if the worker was lost
+  google::protobuf::Timestamp since;
+  bool cancel_sent = false;
+  bool cancel_acknowledged = false;
+};
+
+struct Engine::DispatchState {
+  QueueRecord* queue = nullptr;
+  int64_t ordinal = 0;
+  std::optional<ReadyKey> ready;  // set while in queue->ready
+  runtime::Event assigned;
+  std::unique_ptr<Lease> lease;  // the current attempt's, once a worker has it
+};
+
+struct Engine::QueueRecord {
+  v1::Queue queue;                  // name, order, maxsize, paused, declared, create_time
+  absl::btree_set<ReadyKey> ready;  // QUEUED tasks, in the order workers get them
+  int64_t size = 0;                 // tasks not started (PENDING, QUEUED)
+  int64_t leased = 0;
+  std::vector<WorkerRecord*> workers;  // serving it, not closing
+  // Set (and replaced) when size drops while creates wait for room.
+  std::shared_ptr<runtime::Event> room = std::make_shared<runtime::Event>();
+  int room_waiters = 0;
+};
+
+struct Engine::WorkerRecord {
+  v1::Worker worker;  // id, name, queues, capacity, labels, connect/last-seen times, ...
+  std::vector<QueueRecord*> queues;
+  absl::btree_map<std::string, TaskRecord*> leases;  // by task id
+  absl::Time last_seen;
+  absl::Duration heartbeat_timeout;
+  runtime::TimerHandle heartbeat_timer;
+  std::deque<v1::WorkResponse> outbox;
+  std::shared_ptr<runtime::Event> outbox_changed = std::make_shared<runtime::Event>();
+  uint64_t last_assignment = 0;
+  size_t next_queue = 0;  // where PumpWorker starts, in turn
+  bool closing = false;
+  bool drained_sent = false;
+  absl::Status expired;  // set if it went silent past heartbeat_timeout
 };
 
 struct Engine::GroupRecord {

@@ -5,7 +5,7 @@
 //   next()                                           puts up the listener for the call after it
 //                                                    (so one call of each method is always
 //                                                    awaited);
-//   handle(request)                                  an awaitable of absl::StatusOr<Reply>, the
+//   handle(request[, context])                       an awaitable of absl::StatusOr<Reply>, the
 //                                                    answer (errors go out with their
 //                                                    google.rpc.Status, see ToGrpcStatus).
 //
@@ -23,6 +23,7 @@
 #include <grpcpp/support/async_stream.h>
 #include <grpcpp/support/async_unary_call.h>
 
+#include <type_traits>
 #include <utility>
 
 #include "absl/status/statusor.h"
@@ -44,7 +45,12 @@ runtime::Task<void> ServeUnary(RequestCall request_call, Next next, Handle handl
       co_await Op([&](void* tag) { request_call(&context, &request, &responder, tag); });
   if (!started) co_return absl::OkStatus();  // the server is shutting down
   next();
-  absl::StatusOr<Reply> reply = co_await handle(std::move(request));
+  absl::StatusOr<Reply> reply = absl::InternalError("not handled");
+  if constexpr (std::is_invocable_v<Handle, Request, const grpc::ServerContext&>) {
+    reply = co_await handle(std::move(request), std::as_const(context));
+  } else {
+    reply = co_await handle(std::move(request));
+  }
   if (reply.ok()) {
     co_await Op([&](void* tag) { responder.Finish(*reply, grpc::Status::OK, tag); });
   } else {

@@ -10,6 +10,10 @@
         async for event in c.watch(task.id):
             ...
 
+    async def handler(task, ctx):                          # a worker of the queue "emails"
+        return b"sent " + task.spec.dispatch.payload
+    await cotask.Worker(c, ["emails"], handler, capacity=4).run()
+
 The generated stubs (cotask.v1.scheduler_pb2, ..._grpc) come from the build
 (build/<preset>/clients/python/gen on PYTHONPATH): see clients/python/README.md.
 """
@@ -29,10 +33,12 @@ from cotask.client import (  # noqa: E402
     TaskFailed,
     TaskGroup,
     TaskTimedOut,
+    dispatch,
     exec_,
     sleep,
 )
 from cotask.v1 import scheduler_pb2 as pb  # noqa: E402
+from cotask.worker import TaskContext, Worker  # noqa: E402
 
 __all__ = [
     "Client",
@@ -43,7 +49,10 @@ __all__ = [
     "TaskError",
     "TaskFailed",
     "TaskGroup",
+    "TaskContext",
     "TaskTimedOut",
+    "Worker",
+    "dispatch",
     "exec_",
     "pb",
     "sleep",

@@ -29,6 +29,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from cotask.v1 import scheduler_pb2 as pb
 from cotask.v1 import scheduler_pb2_grpc as pb_grpc
+from cotask.v1 import workers_pb2 as workers_pb
+from cotask.v1 import workers_pb2_grpc as workers_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -145,11 +147,23 @@ def exec_(*argv, env=None, cwd="", stdin=b"", kill_grace=None):
     return spec
 
 
+def dispatch(queue, payload=b"", content_type=""):
+    """A task for a remote worker: put on the named queue; a worker serving it runs it."""
+    spec = pb.TaskSpec()
+    spec.dispatch.queue = queue
+    spec.dispatch.payload = payload.encode() if isinstance(payload, str) else payload
+    spec.dispatch.content_type = content_type
+    return spec
+
+
 def _task_request(spec, *, group="", labels=None, timeout=None, delay=None, after=(),
                   retries=0, backoff=1.0, acquire=None, wait_events=(), shield=False,
-                  detached=False, runner="", request_id=None):
+                  detached=False, runner="", request_id=None, priority=0, wait_for_room=None):
     request = pb.CreateTaskRequest(spec=spec, group=group, detached=detached, runner=runner,
                                    request_id=request_id or uuid.uuid4().hex)
+    if wait_for_room is not None:
+        request.wait_for_room.CopyFrom(_duration(wait_for_room))
+    request.options.priority = priority
     request.labels.update(labels or {})
     options = request.options
     if timeout is not None:
@@ -188,6 +202,7 @@ class Client:
         else:
             self._channel = grpc.aio.secure_channel(self.server, credentials, options=options)
         self.stub = pb_grpc.SchedulerStub(self._channel)
+        self.workers_stub = workers_grpc.WorkersStub(self._channel)
 
     async def __aenter__(self):
         return self
@@ -209,7 +224,8 @@ class Client:
     async def create_task(self, spec, **options):
         """Creates a task (asyncio.create_task); returns its RemoteTask. Options: group,
         labels, timeout, delay, after, retries, backoff, acquire, wait_events, shield,
-        detached, runner, request_id."""
+        detached, runner, request_id; for dispatch tasks priority, and wait_for_room (seconds
+        to wait for room in a full queue instead of failing with RESOURCE_EXHAUSTED)."""
         task = await self._call(self.stub.CreateTask, _task_request(spec, **options))
         return RemoteTask(self, task)
 
@@ -222,9 +238,9 @@ class Client:
     async def get_task(self, task_id):
         return await self._call(self.stub.GetTask, pb.GetTaskRequest(id=task_id))
 
-    async def list_tasks(self, *, group="", state=0, labels=None):
+    async def list_tasks(self, *, group="", state=0, labels=None, queue=""):
         """Every task matching (all pages), oldest first."""
-        request = pb.ListTasksRequest(group=group, state=state)
+        request = pb.ListTasksRequest(group=group, state=state, queue=queue)
         request.labels.update(labels or {})
         tasks = []
         while True:
@@ -324,6 +340,32 @@ class Client:
 
     async def get_semaphore(self, name):
         return await self._call(self.stub.GetSemaphore, pb.GetSemaphoreRequest(name=name))
+
+    # Queues and workers.
+
+    async def create_queue(self, name, *, order="fifo", maxsize=0):
+        """Declares a queue: order "fifo", "lifo" or "priority"; maxsize 0: the server's."""
+        order_value = pb.Queue.Order.Value(order.upper())
+        return await self._call(self.stub.CreateQueue,
+                                pb.CreateQueueRequest(name=name, order=order_value,
+                                                      maxsize=maxsize))
+
+    async def get_queue(self, name):
+        return await self._call(self.stub.GetQueue, pb.GetQueueRequest(name=name))
+
+    async def list_queues(self):
+        return list((await self._call(self.stub.ListQueues, pb.ListQueuesRequest())).queues)
+
+    async def pause_queue(self, name):
+        return await self._call(self.stub.PauseQueue, pb.PauseQueueRequest(name=name))
+
+    async def resume_queue(self, name):
+        return await self._call(self.stub.ResumeQueue, pb.ResumeQueueRequest(name=name))
+
+    async def list_workers(self, queue=""):
+        response = await self._call(self.workers_stub.ListWorkers,
+                                    workers_pb.ListWorkersRequest(queue=queue))
+        return list(response.workers)
 
     def runner(self, *, labels=None, env=None, debug=False, slow_task_duration=0.1):
         """asyncio.Runner on the server (see Runner)."""
