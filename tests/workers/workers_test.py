@@ -347,3 +347,19 @@ def test_queues_and_workers_are_in_metrics_and_stats(server, workers):
     assert (mine.depth, mine.leased, mine.workers) == (1, 2, 1)
     assert snapshot.workers_connected >= 1
     assert [k.kind for k in snapshot.kinds] == ["sleep", "exec", "dispatch"]
+
+
+def test_the_readmes_python_worker_serves_greetings(server):
+    example = os.path.join(HERE, "..", "..", "clients", "python", "examples", "worker.py")
+    process = subprocess.Popen(["/usr/bin/python3", example],
+                               env={**os.environ, "COTASK_SERVER": server.address})
+    try:
+        async def greet():
+            async with cotask.Client(server.address) as c:
+                return await c.run(cotask.dispatch("greetings", "world"))
+        task = run(greet())
+        assert task.result.output == b"hello, world"
+        assert task.progress.message == "thinking"
+    finally:
+        process.send_signal(signal.SIGTERM)  # it drains, then exits 0
+        assert process.wait(timeout=20) == 0
