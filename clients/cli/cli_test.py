@@ -244,13 +244,14 @@ def test_queues_and_workers(server):
     assert cotask(server, "queue", "resume", "cli-q").stdout.splitlines()[1].split()[-1] == "no"
     in_queue = json.loads(cotask(server, "list", "--queue", "cli-q", "-o", "json").stdout)
     assert [t["id"] for t in in_queue["tasks"]] == [task["id"]]
+    assert cotask(server, "cancel", task["id"]).returncode == 0  # no worker will take it
     assert cotask(server, "submit", "--payload", "x", "--sleep", "1s").returncode == 2
     missing = cotask(server, "queue", "get", "no-such-queue")
     assert missing.returncode == 1
     assert missing.stderr.startswith("cotask: NOT_FOUND: no queue named no-such-queue")
 
     # The README's C++ worker serves "greetings": `cotask run --queue` gets its result.
-    worker = subprocess.Popen([os.environ["WORKER_EXAMPLE"]],
+    worker = subprocess.Popen([os.environ["WORKER_EXAMPLE"]], stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "COTASK_SERVER": server.address})
     try:
         ran = cotask(server, "run", "--queue", "greetings", "--payload", "world")
@@ -264,4 +265,4 @@ def test_queues_and_workers(server):
         assert table[1].split()[2:5] == ["greetings", "0/4", "1"]
     finally:
         worker.send_signal(signal.SIGTERM)  # it drains, then exits 0
-        assert worker.wait(timeout=20) == 0
+        assert worker.wait(timeout=20) == 0, worker.stderr.read()

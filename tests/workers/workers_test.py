@@ -27,7 +27,7 @@ from cotask import pb  # noqa: E402
 def server():
     with cotaskd.Daemon(["--queues=small:fifo:3,prio:priority,stack:lifo",
                          "--worker_heartbeat_timeout=2s", "--worker_cancel_grace=1s",
-                         "--max_batch_size=1000"]) as daemon:
+                         "--max_batch_size=1000", "--drain_timeout=1s"]) as daemon:
         yield daemon
 
 
