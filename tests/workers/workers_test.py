@@ -188,8 +188,10 @@ def test_a_silent_worker_loses_its_tasks_after_the_heartbeat_timeout(server, wor
     assert [line[0] for line in workers.lines("awake")] == ["start", "done"]
     frozen.send_signal(signal.SIGCONT)
     # Its stream was ended by the server: the worker process says why and exits non-zero.
-    assert frozen.wait(timeout=20) == 1
-    assert "heartbeat timeout" in frozen.stderr.read()
+    code = frozen.wait(timeout=20)
+    stderr = frozen.stderr.read()
+    assert code == 1, stderr
+    assert "heartbeat timeout" in stderr
     assert run(get_task(server, task_id)).state == pb.Task.SUCCEEDED
 
 

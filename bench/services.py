@@ -1,0 +1,330 @@
+#!/usr/bin/python3
+"""The service benchmarks (bench/run runs this after building): every scenario against a fresh
+cotaskd (or the ceiling server, or a peer) on loopback, RUNS times each, then a table of
+medians (min-max), the targets' ratios, and one RESULT line per scenario.
+
+    bench/services.py BUILD_DIR RUNS [SCENARIO...]
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Process:
+    """A server the benchmarks start: its address read from its log, stopped at the end."""
+
+    def __init__(self, argv, pattern=r"listening on (127\.0\.0\.1:\d+)"):
+        self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                        text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                raise RuntimeError(f"{argv[0]} exited")
+            found = re.search(pattern, line)
+            if found:
+                self.address = found.group(1)
+                # The rest of the log is not needed, but must not fill the pipe.
+                subprocess.Popen(["cat"], stdin=self.process.stderr, stdout=subprocess.DEVNULL)
+                return
+        raise RuntimeError(f"{argv[0]} did not start")
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Bench:
+    def __init__(self, build, runs):
+        self.build = build
+        self.runs = runs
+        self.results = {}  # name -> list of run figures (dicts)
+
+    def binary(self, path):
+        return os.path.join(self.build, path)
+
+    def cotaskd(self, *flags):
+        return Process([self.binary("service/cotaskd"), "--address=127.0.0.1:0",
+                        "--metrics_address=", "--task_failure_log_level=none",
+                        "--drain_timeout=0s", *flags])
+
+    def load(self, target, scenario, **options):
+        argv = [self.binary("bench/load"), f"--scenario={scenario}", f"--target={target}"]
+        argv += [f"--{key}={value}" for key, value in options.items()]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=1200)
+        if done.returncode != 0:
+            raise RuntimeError(f"load {scenario}: {done.stderr.strip()}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def record(self, name, figures):
+        self.results.setdefault(name, []).append(figures)
+        print(f"  {name}: {json.dumps(figures)}", file=sys.stderr, flush=True)
+
+    def median(self, name, key="per_second"):
+        values = [run[key] for run in self.results.get(name, [])]
+        return statistics.median(values) if values else None
+
+    # ----- Scenarios: each runs self.runs times, each time against a fresh server.
+
+    def ceiling(self):
+        for _ in range(self.runs):
+            server = Process([self.binary("bench/ceiling_server")])
+            try:
+                self.record("ceiling_unary", self.load(server.address, "nothing",
+                                                       count=200_000, inflight=256))
+                self.record("ceiling_stream", self.load(server.address, "echo",
+                                                        count=200_000, inflight=64))
+            finally:
+                server.stop()
+
+    def unary(self):
+        for _ in range(self.runs):
+            server = self.cotaskd()
+            try:
+                self.record("run", self.load(server.address, "run", count=100_000, inflight=256))
+                self.record("create_watch", self.load(server.address, "create", count=100_000,
+                                                      inflight=256))
+            finally:
+                server.stop()
+
+    def batch(self):
+        for _ in range(self.runs):
+            server = self.cotaskd("--max_pending_tasks=2000000")
+            try:
+                self.record("batch", self.load(server.address, "batch", count=1_000_000,
+                                               batch=1000, inflight=4))
+            finally:
+                server.stop()
+
+    def latency(self):
+        peak = self.median("create_watch") or 20_000
+        for share in (10, 50):
+            rate = int(peak * share / 100)
+            for _ in range(self.runs):
+                server = self.cotaskd()
+                try:
+                    self.record(f"latency_{share}", self.load(
+                        server.address, "latency", rate=rate, count=max(2000, rate * 5)))
+                finally:
+                    server.stop()
+
+    def exec_(self):
+        for _ in range(self.runs):
+            server = self.cotaskd("--exec_allow=/bin/true")
+            try:
+                self.record("exec", self.load(server.address, "exec", count=5000, inflight=32))
+            finally:
+                server.stop()
+            self.record("spawn", self.load("", "spawn", count=5000))
+
+    def memory(self):
+        for _ in range(self.runs):
+            server = self.cotaskd("--max_pending_tasks=1100000")
+            try:
+                self.record("pending_memory", self.load(server.address, "pending",
+                                                        count=1_000_000, batch=1000, inflight=4,
+                                                        server_pid=server.pid))
+            finally:
+                server.stop()
+            server = self.cotaskd("--max_watchers=20000")
+            try:
+                self.record("watch_memory", self.load(server.address, "watchers", count=10_000,
+                                                      server_pid=server.pid))
+            finally:
+                server.stop()
+
+    def dispatch(self):
+        for _ in range(self.runs):
+            server = self.cotaskd("--max_pending_tasks=2000000", "--queue_maxsize=2000000")
+            workers = [subprocess.Popen([self.binary("bench/noop_worker"),
+                                         f"--server={server.address}", "--queue=bench",
+                                         "--capacity=64"]) for _ in range(4)]
+            try:
+                self.record("dispatch", self.load(server.address, "dispatch", count=200_000,
+                                                  batch=1000, inflight=4, queue="bench"))
+            finally:
+                server.stop()
+                for worker in workers:
+                    worker.kill()
+                    worker.wait()
+
+    def peers(self, count=20_000):
+        for _ in range(self.runs):
+            done = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "peers",
+                                                                    "asyncio_taskgroup.py"),
+                                   str(count)], capture_output=True, text=True, timeout=600,
+                                  check=True)
+            self.record("asyncio", json.loads(done.stdout))
+        # cotask's batched end to end with the peers' task count, in the same run.
+        for _ in range(self.runs):
+            server = self.cotaskd()
+            try:
+                self.record("batch_peer_count", self.load(server.address, "batch", count=count,
+                                                          batch=1000, inflight=4))
+            finally:
+                server.stop()
+        self.gearman(count)
+        celery = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "peers",
+                                                                  "celery_bench.py"),
+                                 str(count), str(self.runs)], capture_output=True, text=True,
+                                timeout=3600)
+        if celery.returncode != 0:
+            raise RuntimeError(f"celery: {celery.stderr[-2000:]}")
+        for line in celery.stdout.splitlines():
+            self.record("celery", json.loads(line))
+
+    def gearman(self, count):
+        binary = self.binary("bench/gearman_bench")
+        for _ in range(self.runs):
+            port = free_port()
+            gearmand = subprocess.Popen(["gearmand", f"--port={port}", "--listen=127.0.0.1",
+                                         "--threads=1", "--log-file=none", "--verbose=ERROR"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            workers = []
+            try:
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+                workers = [subprocess.Popen([binary, "worker", str(port)]) for _ in range(2)]
+                time.sleep(0.5)
+                done = subprocess.run([binary, "client", str(port), str(count), "256"],
+                                      capture_output=True, text=True, timeout=600, check=True)
+                self.record("gearman", json.loads(done.stdout))
+            finally:
+                for process in workers + [gearmand]:
+                    process.kill()
+                    process.wait()
+
+
+def figure(bench, name, key="per_second"):
+    runs = [run[key] for run in bench.results.get(name, [])]
+    if not runs:
+        return None
+    return statistics.median(runs), min(runs), max(runs)
+
+
+def fmt(value):
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.3g}"
+
+
+def report(bench):
+    rows = [
+        ("ceiling: empty unary RPC", "ceiling_unary", "per_second", "calls/s"),
+        ("ceiling: streaming echo", "ceiling_stream", "per_second", "messages/s"),
+        ("Run (create and await), sleep(0)", "run", "per_second", "tasks/s"),
+        ("CreateTask + group Watch, sleep(0)", "create_watch", "per_second", "tasks/s"),
+        ("CreateTasks x1000 + group Watch", "batch", "per_second", "tasks/s"),
+        ("create->RUNNING p50 @10% peak", "latency_10", "to_running_p50_us", "us"),
+        ("create->RUNNING p99 @10% peak", "latency_10", "to_running_p99_us", "us"),
+        ("create->RUNNING p99.9 @10% peak", "latency_10", "to_running_p999_us", "us"),
+        ("create->result seen p50 @10% peak", "latency_10", "to_result_p50_us", "us"),
+        ("create->result seen p99 @10% peak", "latency_10", "to_result_p99_us", "us"),
+        ("create->RUNNING p50 @50% peak", "latency_50", "to_running_p50_us", "us"),
+        ("create->RUNNING p99 @50% peak", "latency_50", "to_running_p99_us", "us"),
+        ("create->result seen p50 @50% peak", "latency_50", "to_result_p50_us", "us"),
+        ("create->result seen p99 @50% peak", "latency_50", "to_result_p99_us", "us"),
+        ("empty unary round trip p50 (ceiling)", "ceiling_unary", "latency_p50_us", "us"),
+        ("exec /bin/true via Run", "exec", "per_second", "tasks/s"),
+        ("posix_spawn+waitpid loop", "spawn", "per_second", "processes/s"),
+        ("resident bytes per pending task (1M)", "pending_memory", "bytes_per_item", "bytes"),
+        ("resident bytes per Watch stream (10k)", "watch_memory", "bytes_per_item", "bytes"),
+        ("dispatch via 4 worker processes", "dispatch", "per_second", "tasks/s"),
+        ("cotask CreateTasks x1000 (peer count)", "batch_peer_count", "per_second", "tasks/s"),
+        ("asyncio TaskGroup, in-process", "asyncio", "per_second", "tasks/s"),
+        ("gearmand, foreground jobs", "gearman", "per_second", "tasks/s"),
+        ("Celery + Redis, 2 worker processes", "celery", "per_second", "tasks/s"),
+    ]
+    print(f"{'scenario':42} {'median':>14} {'min-max':>26}  unit")
+    for label, name, key, unit in rows:
+        f = figure(bench, name, key)
+        if f is None:
+            continue
+        print(f"{label:42} {fmt(f[0]):>14} {fmt(f[1]) + '-' + fmt(f[2]):>26}  {unit}")
+    print()
+
+    def ratio(a, b, key_a="per_second", key_b="per_second"):
+        fa, fb = figure(bench, a, key_a), figure(bench, b, key_b)
+        return None if fa is None or fb is None or fb[0] == 0 else fa[0] / fb[0]
+
+    checks = [
+        ("Run / empty unary ceiling", ratio("run", "ceiling_unary"), ">= 0.6", 0.6),
+        ("batched tasks/s", (figure(bench, "batch") or [None])[0], ">= 200000", 200_000),
+        ("batched / gearmand", ratio("batch_peer_count", "gearman"), ">= 10", 10),
+        ("batched / Celery", ratio("batch_peer_count", "celery"), ">= 200", 200),
+        ("create->RUNNING p50 @10% (us)", (figure(bench, "latency_10", "to_running_p50_us")
+                                           or [None])[0], "<= 100", -100),
+        ("create->RUNNING p99 @10% (us)", (figure(bench, "latency_10", "to_running_p99_us")
+                                           or [None])[0], "<= 1000", -1000),
+        ("result seen p50 @10% / unary round trip",
+         ratio("latency_10", "ceiling_unary", "to_result_p50_us", "latency_p50_us"), "<= 2", -2),
+        ("exec / posix_spawn", ratio("exec", "spawn"), ">= 0.7", 0.7),
+        ("bytes per pending task", (figure(bench, "pending_memory", "bytes_per_item")
+                                    or [None])[0], "<= 1024", -1024),
+        ("bytes per Watch stream", (figure(bench, "watch_memory", "bytes_per_item")
+                                    or [None])[0], "<= 16384", -16384),
+        ("batched / asyncio in-process", ratio("batch_peer_count", "asyncio"), "(no target)",
+         None),
+        ("Run / streaming echo ceiling", ratio("run", "ceiling_stream"), "(no target)", None),
+    ]
+    print(f"{'target':44} {'measured':>12}  {'target':>12}  met")
+    for label, value, text, bound in checks:
+        if value is None:
+            continue
+        met = "" if bound is None else ("yes" if (value >= bound if bound > 0 else
+                                                  value <= -bound) else "NO")
+        print(f"{label:44} {fmt(value):>12}  {text:>12}  {met}")
+    print()
+    for label, name, key, unit in rows:
+        f = figure(bench, name, key)
+        if f is not None:
+            print(f"RESULT {name}.{key}={f[0]:.6g} {unit} (min {f[1]:.6g}, max {f[2]:.6g}, "
+                  f"runs {len(bench.results[name])})")
+
+
+def main():
+    build, runs = sys.argv[1], int(sys.argv[2])
+    wanted = sys.argv[3:] or ["ceiling", "unary", "batch", "latency", "exec", "memory",
+                              "dispatch", "peers"]
+    bench = Bench(build, runs)
+    for name in wanted:
+        print(f"bench: {name}", file=sys.stderr, flush=True)
+        getattr(bench, name if name != "exec" else "exec_")()
+    report(bench)
+
+
+if __name__ == "__main__":
+    main()
