@@ -55,7 +55,6 @@
 #include "scheduler/runtime/status_macros.h"
 #include "scheduler/runtime/task.h"
 
-
 namespace cotask::bench {
 namespace {
 
