@@ -66,16 +66,6 @@ v1::CreateTaskRequest Retrying(v1::CreateTaskRequest request, int max_attempts,
 
 class CoordinationTest : public EngineTest {
  protected:
-  std::string Create(const v1::CreateTaskRequest& request) {
-    absl::StatusOr<v1::Task> task = engine_->CreateTask(request);
-    EXPECT_TRUE(task.ok()) << task.status();
-    return task.ok() ? task->id() : "";
-  }
-  v1::Task Get(const std::string& id) {
-    v1::GetTaskRequest get;
-    get.set_id(id);
-    return *engine_->GetTask(get);
-  }
   std::vector<v1::Event> Log(const std::string& id) {
     v1::WatchRequest target;
     target.set_task(id);

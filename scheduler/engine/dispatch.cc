@@ -445,12 +445,7 @@ void Engine::EndLease(TaskRecord& record) {
   WorkerRecord& worker = *lease.worker;
   lease.worker = nullptr;
   worker.leases.erase(record.task.id());
-  if (worker.worker.draining() && worker.leases.empty() && !worker.drained_sent) {
-    worker.drained_sent = true;
-    v1::WorkResponse drained;
-    drained.mutable_drained();
-    PushWorkerCommand(worker, std::move(drained));
-  }
+  SayDrainedIfSo(worker);
   PumpWorker(worker);
 }
 
@@ -614,6 +609,14 @@ void Engine::CloseWorker(const std::string& id, const std::string& reason) {
   workers_.erase(it);
 }
 
+void Engine::SayDrainedIfSo(WorkerRecord& worker) {
+  if (!worker.worker.draining() || !worker.leases.empty() || worker.drained_sent) return;
+  worker.drained_sent = true;
+  v1::WorkResponse drained;
+  drained.mutable_drained();
+  PushWorkerCommand(worker, std::move(drained));
+}
+
 void Engine::PushWorkerCommand(WorkerRecord& worker, v1::WorkResponse command) {
   worker.outbox.push_back(std::move(command));
   worker.outbox_changed->Set();
@@ -712,15 +715,8 @@ absl::Status Engine::WorkerMessage(const std::string& id, const v1::WorkRequest&
       break;
     }
     case v1::WorkRequest::kDrain:
-      if (!worker.worker.draining()) {
-        worker.worker.set_draining(true);
-        if (worker.leases.empty()) {
-          worker.drained_sent = true;
-          v1::WorkResponse drained;
-          drained.mutable_drained();
-          PushWorkerCommand(worker, std::move(drained));
-        }
-      }
+      worker.worker.set_draining(true);
+      SayDrainedIfSo(worker);
       break;
     case v1::WorkRequest::kHello:
       return InvalidField("hello", "only the stream's first message may be a hello");

@@ -64,16 +64,6 @@ class DispatchTest : public EngineTest {
     return options;
   }
 
-  std::string Create(const v1::CreateTaskRequest& request) {
-    absl::StatusOr<v1::Task> task = engine_->CreateTask(request);
-    EXPECT_TRUE(task.ok()) << task.status();
-    return task.ok() ? task->id() : "";
-  }
-  v1::Task Get(const std::string& id) {
-    v1::GetTaskRequest get;
-    get.set_id(id);
-    return *engine_->GetTask(get);
-  }
   v1::Queue Queue(const std::string& name) {
     v1::GetQueueRequest get;
     get.set_name(name);
@@ -105,8 +95,6 @@ class DispatchTest : public EngineTest {
   void Send(const std::string& worker, const v1::WorkRequest& message) {
     ASSERT_TRUE(engine_->WorkerMessage(worker, message).ok());
   }
-  // Runs the loop until the task has ended.
-  v1::Task Ended(const std::string& id) { return AwaitTask(id); }
 };
 
 TEST_F(DispatchTest, WorkerRunsTaskAndItsResultIsTheTasks) {
@@ -144,7 +132,7 @@ TEST_F(DispatchTest, WorkerRunsTaskAndItsResultIsTheTasks) {
   Send(worker, output);
   Send(worker, Result(assigned[0], "sent"));
 
-  const v1::Task done = Ended(id);
+  const v1::Task done = AwaitTask(id);
   EXPECT_EQ(done.state(), v1::Task::SUCCEEDED);
   EXPECT_EQ(done.result().output(), "sent");
   EXPECT_EQ(done.attempt(), 1);
@@ -175,7 +163,7 @@ TEST_F(DispatchTest, WorkerErrorFailsTheTaskWithItsCode) {
   std::vector<v1::Task> assigned = Assigned(worker);
   ASSERT_EQ(assigned.size(), 1u);
   Send(worker, Failure(assigned[0], 9, "no such mailbox"));
-  const v1::Task done = Ended(id);
+  const v1::Task done = AwaitTask(id);
   EXPECT_EQ(done.state(), v1::Task::FAILED);
   EXPECT_EQ(done.error().code(), 9);
   EXPECT_EQ(done.error().message(), "no such mailbox");
@@ -275,7 +263,7 @@ TEST_F(DispatchTest, LostWorkerGivesItsTasksBackUnderTheRetryPolicy) {
   EXPECT_EQ(again[0].attempt(), 2);
   // The first worker's result for attempt 1, had it come, is not the task's.
   Send(second, Result(again[0], "done"));
-  EXPECT_EQ(Ended(kept).state(), v1::Task::SUCCEEDED);
+  EXPECT_EQ(AwaitTask(kept).state(), v1::Task::SUCCEEDED);
 }
 
 TEST_F(DispatchTest, SilentWorkerExpiresAndItsTasksGoBack) {
@@ -335,7 +323,7 @@ TEST_F(DispatchTest, CancelReachesTheWorkerAndTheTaskEndsCancelled) {
   EXPECT_TRUE(workers->workers(0).leases(0).cancel_sent());
   EXPECT_TRUE(workers->workers(0).leases(0).cancel_acknowledged());
   Send(worker, Failure(assigned[0], 1, "cancelled"));
-  const v1::Task done = Ended(id);
+  const v1::Task done = AwaitTask(id);
   EXPECT_EQ(done.state(), v1::Task::CANCELLED);
   EXPECT_EQ(done.cancel_message(), "user asked");
 }
@@ -352,7 +340,7 @@ TEST_F(DispatchTest, WorkerThatIgnoresACancelLosesTheTaskAfterTheGrace) {
   cancel.set_id(id);
   ASSERT_TRUE(engine_->CancelTask(cancel).ok());
   const absl::Time before = absl::Now();
-  const v1::Task done = Ended(id);
+  const v1::Task done = AwaitTask(id);
   EXPECT_EQ(done.state(), v1::Task::CANCELLED);
   EXPECT_GE(absl::Now() - before, absl::Milliseconds(90));
   // Its late result is ignored, and its slot is free for the next task.
@@ -379,8 +367,9 @@ TEST_F(DispatchTest, TimeoutCancelsOnTheWorkerAndEndsTimedOut) {
   ASSERT_EQ(commands.size(), 1u);
   ASSERT_TRUE(commands[0].has_cancel());
   EXPECT_THAT(commands[0].cancel().message(), HasSubstr("longer than its timeout of 50ms"));
-  Send(worker, Failure(commands[0].cancel().task() == id ? Get(id) : v1::Task(), 1, "stopped"));
-  EXPECT_EQ(Ended(id).state(), v1::Task::TIMED_OUT);
+  ASSERT_EQ(commands[0].cancel().task(), id);
+  Send(worker, Failure(Get(id), 1, "stopped"));
+  EXPECT_EQ(AwaitTask(id).state(), v1::Task::TIMED_OUT);
 }
 
 TEST_F(DispatchTest, CancelWhileQueuedLeavesTheQueue) {
@@ -390,7 +379,7 @@ TEST_F(DispatchTest, CancelWhileQueuedLeavesTheQueue) {
   v1::CancelTaskRequest cancel;
   cancel.set_id(id);
   ASSERT_TRUE(engine_->CancelTask(cancel).ok());
-  EXPECT_EQ(Ended(id).state(), v1::Task::CANCELLED);
+  EXPECT_EQ(AwaitTask(id).state(), v1::Task::CANCELLED);
   EXPECT_EQ(Queue("q").depth(), 0);
   EXPECT_EQ(Queue("q").size(), 0);
   const std::string worker = Open(Hello({"q"}, 1));
@@ -464,7 +453,7 @@ TEST_F(DispatchTest, DrainingWorkerFinishesWhatItHoldsAndTakesNothingNew) {
   std::vector<v1::WorkResponse> commands = Commands(worker);
   ASSERT_EQ(commands.size(), 1u);
   EXPECT_TRUE(commands[0].has_drained());
-  EXPECT_EQ(Ended(first).state(), v1::Task::SUCCEEDED);
+  EXPECT_EQ(AwaitTask(first).state(), v1::Task::SUCCEEDED);
   EXPECT_EQ(Get(second).state(), v1::Task::QUEUED);
 }
 

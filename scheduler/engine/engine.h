@@ -297,6 +297,8 @@ class Engine {
   // The worker takes nothing more: its leases are lost, its queues forget it, its stream ends.
   void StopWorker(WorkerRecord& worker, const std::string& reason);
   void PushWorkerCommand(WorkerRecord& worker, v1::WorkResponse command);
+  // A draining worker that holds nothing more is told so, once.
+  void SayDrainedIfSo(WorkerRecord& worker);
   void CheckHeartbeat(const std::string& worker);
   // The queue's counts follow its tasks' states (called by Transition).
   void QueueStateChanged(TaskRecord& task, v1::Task::State from, v1::Task::State to);

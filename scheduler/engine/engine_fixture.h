@@ -30,6 +30,18 @@ class EngineTest : public ::testing::Test {
     return *engine_;
   }
 
+  // A task made (the test fails if it cannot be), and a task as it is now.
+  std::string Create(const v1::CreateTaskRequest& request) {
+    absl::StatusOr<v1::Task> task = engine_->CreateTask(request);
+    EXPECT_TRUE(task.ok()) << task.status();
+    return task.ok() ? task->id() : "";
+  }
+  v1::Task Get(const std::string& id) {
+    v1::GetTaskRequest get;
+    get.set_id(id);
+    return *engine_->GetTask(get);
+  }
+
   // Every event of a log, waiting for its end.
   std::vector<v1::Event> WatchAll(v1::WatchRequest target) {
     auto events = loop_.RunUntilComplete(Collect(engine_.get(), std::move(target)));
