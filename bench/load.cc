@@ -45,6 +45,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "ceiling.grpc.pb.h"
 #include "clients/cpp/client.h"
 #include "google/protobuf/util/time_util.h"
@@ -504,6 +505,8 @@ runtime::Task<Report> Scenario(const Flags& flags) {
 }  // namespace cotask::bench
 
 int main(int argc, char** argv) {
+  // As cotaskd does: the same client for every server.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   cotask::bench::Flags flags;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];

@@ -6,9 +6,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/synchronization/mutex.h"
 #include "clients/cpp/worker.h"
 
 int main(int argc, char** argv) {
+  // As cotaskd does (see service/main.cc).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   cotask::ClientOptions client_options;
   cotask::WorkerOptions options;
   options.queues = {"bench"};

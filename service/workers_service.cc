@@ -44,43 +44,60 @@ runtime::Task<v1::WorkResponse> OpenWorker(engine::Engine* engine, v1::WorkerHel
   co_return engine->OpenWorker(hello, std::move(peer));
 }
 
-runtime::Task<void> WorkerMessage(engine::Engine* engine, const std::string* worker,
-                                  const v1::WorkRequest* message) {
-  co_return engine->WorkerMessage(*worker, *message);
-}
+runtime::Task<void> Nothing() { co_return absl::OkStatus(); }
 
 runtime::Task<void> CloseWorker(engine::Engine* engine, std::string worker, std::string reason) {
   engine->CloseWorker(worker, reason);
   co_return absl::OkStatus();
 }
 
-// How the worker's side of the stream ended, as the reader saw it.
+// How the worker's side of the stream ended, as the reader saw it. Shared with the engine's
+// handling of the worker's messages, which may end it (a malformed message) after the stream's
+// handler has gone: touched on the stream's loop only.
 struct WorkerEnd {
   bool seen = false;
-  std::string reason;   // for the lost tasks' errors and the log
-  absl::Status status;  // the call's status: OK, or the error of a malformed message
+  std::string reason;     // for the lost tasks' errors and the log
+  absl::Status status;    // the call's status: OK, or the error of a malformed message
+  runtime::TaskRef main;  // the stream's handler, until it closes the worker
 };
 
 // Hands the worker's messages to the engine until its side ends (or a message is malformed),
-// then stops the writer (`main`) so that the worker is closed.
-runtime::Task<void> ReadWorkerMessages(Impl* impl, WorkStream* stream, const std::string* id,
-                                       WorkerEnd* end, runtime::TaskRef main) {
+// then stops the writer (`main`) so that the worker is closed. The messages are posted to the
+// engine's loop in order without waiting for each (a round trip per result would bound a
+// worker's rate by the loops' wake-ups); every kInFlight messages the reader waits for the
+// engine to catch up, so that a flooding worker is held back by its own stream.
+runtime::Task<void> ReadWorkerMessages(Impl* impl, WorkStream* stream, std::string id,
+                                       std::shared_ptr<WorkerEnd> end) {
+  constexpr int kInFlight = 256;
+  runtime::EventLoop* loop = &runtime::internal::CurrentTaskOrDie("ReadWorkerMessages").loop();
   v1::WorkRequest message;
   bool got = true;
+  int posted = 0;
   while ((got = co_await Op([&](void* tag) { stream->Read(&message, tag); }))) {
-    absl::Status handled =
-        co_await runtime::RunOn(*impl->engine_loop, WorkerMessage(impl->engine, id, &message));
-    if (!handled.ok() && !absl::IsCancelled(handled)) {
-      end->status = handled;
-      end->reason = absl::StrCat("it broke the stream's protocol: ", handled.message());
-      break;
+    if (!end->status.ok()) break;  // an earlier message was malformed
+    impl->engine_loop->Post(
+        [engine = impl->engine, id, message = std::move(message), end, loop]() mutable {
+          absl::Status handled = engine->WorkerMessage(id, message);
+          if (handled.ok() || absl::IsCancelled(handled)) return;
+          loop->Post([end, handled = std::move(handled)] {
+            if (!end->status.ok()) return;
+            end->status = handled;
+            end->reason = absl::StrCat("it broke the stream's protocol: ", handled.message());
+            // The handler stops writing, closes the worker and ends the call with the error.
+            if (end->main) end->main.Cancel(end->reason);
+          });
+        });
+    message = v1::WorkRequest();
+    if (++posted == kInFlight) {
+      posted = 0;
+      (void)co_await runtime::RunOn(*impl->engine_loop, Nothing());
     }
   }
-  if (!got) {
+  if (end->status.ok() && !got) {
     end->reason = "its stream ended (the worker closed it, disconnected, or its keepalive expired)";
   }
   end->seen = true;
-  main.Cancel(end->reason);
+  if (end->main) end->main.Cancel(end->reason);
   while (got) got = co_await Op([&](void* tag) { stream->Read(&message, tag); });
   co_return absl::OkStatus();
 }
@@ -98,8 +115,11 @@ runtime::Task<void> ServeWork(Impl* impl, runtime::EventLoop* loop,
   auto finish = [&](const absl::Status& status) {
     return Op([&](void* tag) { stream.Finish(ToGrpcStatus(status), tag); });
   };
-  auto write = [&](const v1::WorkResponse& message) {
-    return Op([&](void* tag) { stream.Write(message, tag); });
+  // `more`: another message follows at once, so gRPC may hold this one to send them together.
+  auto write = [&](const v1::WorkResponse& message, bool more = false) {
+    grpc::WriteOptions options;
+    if (more) options.set_buffer_hint();
+    return Op([&, options](void* tag) { stream.Write(message, options, tag); });
   };
 
   v1::WorkRequest first;
@@ -126,9 +146,11 @@ runtime::Task<void> ServeWork(Impl* impl, runtime::EventLoop* loop,
        {"queues", absl::StrJoin(first.hello().queues(), ",")},
        {"capacity", absl::StrCat(first.hello().capacity())},
        {"peer", context.peer()}});
-  WorkerEnd end;
-  runtime::TaskHandle<void> reader = loop->CreateTask(ReadWorkerMessages(
-      impl, &stream, &id, &end, runtime::TaskRef(&runtime::internal::CurrentTaskOrDie("Work"))));
+  auto shared_end = std::make_shared<WorkerEnd>();
+  WorkerEnd& end = *shared_end;
+  end.main = runtime::TaskRef(&runtime::internal::CurrentTaskOrDie("Work"));
+  runtime::TaskHandle<void> reader =
+      loop->CreateTask(ReadWorkerMessages(impl, &stream, id, shared_end));
   absl::Status status;
   bool writable = co_await write(*registered);
   while (writable) {
@@ -139,17 +161,19 @@ runtime::Task<void> ServeWork(Impl* impl, runtime::EventLoop* loop,
       break;
     }
     if (commands->empty()) break;
-    for (const v1::WorkResponse& command : *commands) {
-      if (!(writable = co_await write(command))) break;
+    for (size_t i = 0; i < commands->size() && writable; ++i) {
+      writable = co_await write((*commands)[i], i + 1 < commands->size());
     }
   }
   // A cancellation still on its way (the client went away meanwhile) is taken here, so that
-  // the worker is closed below in any case.
+  // the worker is closed below in any case; none is sent after (end.main is dropped).
+  end.main = runtime::TaskRef();
   (void)co_await runtime::Sleep(std::chrono::nanoseconds(0));
   const std::string reason = !status.ok() ? std::string(status.message())
-                             : end.seen   ? end.reason
-                                          : "its client went away (disconnected, cancelled, or its "
-                                            "keepalive expired)";
+                             : !end.reason.empty()
+                                 ? end.reason
+                                 : "its client went away (disconnected, cancelled, or its "
+                                   "keepalive expired)";
   (void)co_await runtime::RunOn(*impl->engine_loop, CloseWorker(impl->engine, id, reason));
   Log(status.ok() && end.status.ok() ? LogLevel::kInfo : LogLevel::kWarning, "worker gone",
       {{"worker", id}, {"name", first.hello().name()}, {"reason", reason}});

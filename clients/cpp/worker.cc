@@ -1,6 +1,7 @@
 #include "clients/cpp/worker.h"
 
 #include <grpcpp/client_context.h>
+#include <grpcpp/impl/call_op_set.h>
 #include <grpcpp/support/sync_stream.h>
 #include <unistd.h>
 
@@ -80,7 +81,7 @@ void TaskContext::Progress(double value, const std::string& message) {
   progress.set_attempt(task_.attempt());
   progress.mutable_progress()->set_value(value);
   progress.mutable_progress()->set_message(message);
-  worker_->Send(request);
+  worker_->Send(std::move(request));
 }
 
 void TaskContext::Output(absl::string_view data, v1::Output::Stream stream) {
@@ -90,7 +91,7 @@ void TaskContext::Output(absl::string_view data, v1::Output::Stream stream) {
   output.set_attempt(task_.attempt());
   output.set_stream(stream);
   output.set_data(std::string(data));
-  worker_->Send(request);
+  worker_->Send(std::move(request));
 }
 
 // ----- Worker
@@ -109,13 +110,42 @@ std::string Worker::id() const {
   return id_;
 }
 
-bool Worker::Send(const v1::WorkRequest& message) {
-  std::lock_guard write(write_mu_);
-  {
-    std::lock_guard lock(mu_);
-    if (stream_ == nullptr || writes_done_) return false;
+bool Worker::Send(v1::WorkRequest message) {
+  // A handler that writes output faster than the stream takes it waits here, as it would on
+  // the stream itself.
+  constexpr size_t kMaxQueued = 1024;
+  std::unique_lock lock(mu_);
+  outbox_room_.wait(lock, [&] { return outbox_.size() < kMaxQueued || ending_ || writes_done_; });
+  if (stream_ == nullptr || writes_done_ || ending_) return false;
+  outbox_.push_back(std::move(message));
+  if (outbox_.size() == 1) outbox_changed_.notify_one();
+  return true;
+}
+
+void Worker::WriteMessages(Stream* stream) {
+  std::deque<v1::WorkRequest> batch;
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      outbox_changed_.wait(lock, [&] { return !outbox_.empty() || ending_; });
+      if (outbox_.empty()) return;
+      batch.swap(outbox_);
+      outbox_room_.notify_all();
+    }
+    std::lock_guard write(write_mu_);
+    {
+      std::lock_guard lock(mu_);
+      if (writes_done_) return;
+    }
+    // Handlers that finish together share a flush: every message but the last may wait in
+    // gRPC's buffer for the next.
+    for (size_t i = 0; i < batch.size(); ++i) {
+      grpc::WriteOptions options;
+      if (i + 1 < batch.size()) options.set_buffer_hint();
+      if (!stream->Write(batch[i], options)) return;  // the stream has ended
+    }
+    batch.clear();
   }
-  return stream_->Write(message);
 }
 
 void Worker::Drain() {
@@ -154,7 +184,7 @@ void Worker::RunOne(const std::shared_ptr<TaskContext>& task) {
   } else {
     *result.mutable_error() = engine::ToRpcStatus(outcome.status());
   }
-  Send(message);
+  Send(std::move(message));
   std::lock_guard lock(mu_);
   holding_.erase(task->id());
 }
@@ -164,7 +194,7 @@ void Worker::RunHandlers() {
     std::shared_ptr<TaskContext> task;
     {
       std::unique_lock lock(mu_);
-      changed_.wait(lock, [&] { return !ready_.empty() || ending_; });
+      ready_changed_.wait(lock, [&] { return !ready_.empty() || ending_; });
       if (ready_.empty()) return;
       task = std::move(ready_.front());
       ready_.pop_front();
@@ -205,7 +235,7 @@ absl::Status Worker::Run() {
   std::vector<std::thread> threads;
   absl::Status status;
   v1::WorkResponse response;
-  if (!Send(Hello(options_)) || !stream->Read(&response) || !response.has_registered()) {
+  if (!stream->Write(Hello(options_)) || !stream->Read(&response) || !response.has_registered()) {
     status = FromGrpcStatus(stream->Finish());
     if (status.ok()) status = absl::UnavailableError("the server ended the stream at once");
   } else {
@@ -215,6 +245,7 @@ absl::Status Worker::Run() {
       id_ = registered.worker();
     }
     for (int i = 0; i < options_.capacity; ++i) threads.emplace_back([this] { RunHandlers(); });
+    threads.emplace_back([this, stream] { WriteMessages(stream); });
     threads.emplace_back(
         [this, registered] { Heartbeats(ToAbsl(registered.heartbeat_interval())); });
     // A drain asked for at any time is sent from here (the reader waits in Read meanwhile).
@@ -226,7 +257,7 @@ absl::Status Worker::Run() {
       lock.unlock();
       v1::WorkRequest drain;
       drain.mutable_drain();
-      Send(drain);
+      Send(std::move(drain));
     });
     while (stream->Read(&response)) {
       if (response.has_assignment()) {
@@ -235,7 +266,7 @@ absl::Status Worker::Run() {
         std::lock_guard lock(mu_);
         holding_[task->id()] = task;
         ready_.push_back(std::move(task));
-        changed_.notify_all();
+        ready_changed_.notify_one();
       } else if (response.has_cancel()) {
         const v1::CancelAssignment& cancel = response.cancel();
         std::shared_ptr<TaskContext> task;
@@ -249,13 +280,14 @@ absl::Status Worker::Run() {
           v1::WorkRequest ack;
           ack.mutable_cancel_ack()->set_task(cancel.task());
           ack.mutable_cancel_ack()->set_attempt(cancel.attempt());
-          Send(ack);
+          Send(std::move(ack));
         }
       } else if (response.has_drained()) {
         std::lock_guard write(write_mu_);
         std::lock_guard lock(mu_);
         if (!writes_done_) {
           writes_done_ = true;
+          outbox_room_.notify_all();
           stream->WritesDone();
         }
       }
@@ -267,6 +299,9 @@ absl::Status Worker::Run() {
       ending_ = true;
       ready_.clear();  // not started: the server has them back
       changed_.notify_all();
+      ready_changed_.notify_all();
+      outbox_changed_.notify_all();
+      outbox_room_.notify_all();
     }
     drainer.join();
     for (std::thread& thread : threads) thread.join();
@@ -284,6 +319,7 @@ absl::Status Worker::Run() {
   holding_.clear();
   stream_.reset();
   context_.reset();
+  outbox_.clear();
   running_ = false;
   changed_.notify_all();
   return status;

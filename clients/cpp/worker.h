@@ -124,8 +124,11 @@ class Worker {
   friend class TaskContext;
   using Stream = grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse>;
 
-  // Sends one message; false once the stream no longer takes any.
-  bool Send(const v1::WorkRequest& message);
+  // Queues one message for the writer thread; false once the stream no longer takes any.
+  bool Send(v1::WorkRequest message);
+  // The writer thread: writes what Send queued, in order, all that is queued at once in one
+  // flush (gRPC's buffer hint), until the stream ends.
+  void WriteMessages(Stream* stream);
   void RunHandlers();
   void RunOne(const std::shared_ptr<TaskContext>& task);
   void Heartbeats(absl::Duration interval);
@@ -137,6 +140,9 @@ class Worker {
 
   mutable std::mutex mu_;
   std::condition_variable changed_;
+  std::condition_variable ready_changed_;         // for the handler threads: one wakes per task
+  std::condition_variable outbox_changed_;        // for the writer thread
+  std::condition_variable outbox_room_;           // for Send, when the outbox is full
   std::unique_ptr<grpc::ClientContext> context_;  // of the stream while Run() runs
   std::unique_ptr<Stream> stream_;
   bool running_ = false;
@@ -147,8 +153,9 @@ class Worker {
   bool ending_ = false;  // the stream has ended: heartbeats and handler threads stop
   std::string id_;
   std::deque<std::shared_ptr<TaskContext>> ready_;               // for the handler threads
+  std::deque<v1::WorkRequest> outbox_;                           // for the writer thread
   std::map<std::string, std::shared_ptr<TaskContext>> holding_;  // by task id
-  std::mutex write_mu_;  // one writer at a time on the stream
+  std::mutex write_mu_;  // held while writing to the stream (and for WritesDone)
 };
 
 }  // namespace cotask

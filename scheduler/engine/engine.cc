@@ -434,10 +434,8 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
     const v1::CreateTaskRequest& one = *request;
     if (!one.request_id().empty()) {
       if (auto it = task_requests_.find(one.request_id()); it != task_requests_.end()) {
-        if (auto task = tasks_.find(it->second); task != tasks_.end()) {
-          *response.add_tasks() = task->second->task;
-          continue;
-        }
+        *response.add_tasks() = it->second->task;
+        continue;
       }
     }
     *response.add_tasks() = AddTask(one).task;
@@ -456,13 +454,14 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   auto owned = std::make_unique<TaskRecord>(options_.max_log_bytes);
   TaskRecord& record = *owned;
   v1::Task& task = record.task;
+  // (A string field set to "" still allocates: only what is there is set.)
   task.set_id(NewTaskId());
-  task.set_group(request.group());
+  if (!request.group().empty()) task.set_group(request.group());
   *task.mutable_labels() = request.labels();
   *task.mutable_spec() = request.spec();
   *task.mutable_options() = request.options();
   task.set_attempt(1);
-  task.set_request_id(request.request_id());
+  if (!request.request_id().empty()) task.set_request_id(request.request_id());
   task.set_detached(request.detached());
   *task.mutable_create_time() = NowProto();
   if (request.options().has_delay()) {
@@ -472,7 +471,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   } else if (request.options().has_start_at()) {
     *task.mutable_start_after() = request.options().start_at();
   }
-  task.set_runner(request.runner());
+  if (!request.runner().empty()) task.set_runner(request.runner());
   // What it waits for, as far as is known before its life begins (Life keeps it up to date).
   // (Most tasks wait for nothing: no Waiting message for them.)
   for (const std::string& id : request.options().after()) {
@@ -483,7 +482,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
     if (!EnsureEvent(name).signal.is_set()) task.mutable_waiting()->add_events(name);
   }
   tasks_.emplace(task.id(), std::move(owned));
-  if (!request.request_id().empty()) task_requests_[request.request_id()] = task.id();
+  if (!task.request_id().empty()) task_requests_[task.request_id()] = &record;
   if (!request.runner().empty()) {
     record.runner = runners_.at(request.runner()).get();
     record.runner->tasks.insert(task.id());
@@ -504,6 +503,16 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
     group.group.set_active_children(group.group.active_children() + 1);
   }
   Transition(record, v1::Task::PENDING);
+  // A task that waits only for its start time gets its coroutine then: until it starts, a
+  // delayed task costs its record and a timer, not a coroutine frame (a million can wait).
+  if (task.has_start_after() && request.options().after().empty()) {
+    const absl::Duration wait = ToTime(task.start_after()) - absl::Now();
+    if (wait > absl::ZeroDuration()) {
+      record.start_timer = loop_.CallLater(
+          ToChrono(wait), [this, &record] { record.life = loop_.CreateTask(Life(&record)); });
+      return record;
+    }
+  }
   record.life = loop_.CreateTask(Life(&record));
   return record;
 }

@@ -336,7 +336,8 @@ class Engine {
   // Ordered by id, i.e. by creation time, for listing.
   absl::btree_map<std::string, std::unique_ptr<TaskRecord>> tasks_;
   absl::btree_map<std::string, std::unique_ptr<GroupRecord>> groups_;
-  absl::flat_hash_map<std::string, std::string> task_requests_;   // request_id -> task id
+  // request_id -> its task (the key views the task's own request_id: no second copy).
+  absl::flat_hash_map<absl::string_view, TaskRecord*> task_requests_;
   absl::flat_hash_map<std::string, std::string> group_requests_;  // request_id -> group name
   Permits permits_;
   absl::flat_hash_map<std::string, std::unique_ptr<EventRecord>> events_;

@@ -1,5 +1,7 @@
 #include "scheduler/engine/event_log.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <utility>
 
 #include "scheduler/runtime/check.h"
@@ -15,11 +17,16 @@ int64_t EventLog::Append(v1::Event event, bool last) {
   ended_ = last;
   int64_t dropped = 0;
   // Keep the newest event whatever its size: a reader must always find the terminal one.
-  while (bytes_ > max_bytes_ && events_.size() > 1) {
-    bytes_ -= events_.front().bytes;
-    events_.pop_front();
+  while (bytes_ > max_bytes_ && size() > 1) {
+    bytes_ -= events_[head_].bytes;
+    events_[head_].event = v1::Event();
+    ++head_;
     ++first_sequence_;
     ++dropped;
+  }
+  if (head_ > 0 && head_ >= size()) {
+    events_.erase(events_.begin(), events_.begin() + static_cast<ptrdiff_t>(head_));
+    head_ = 0;
   }
   if (changed_ != nullptr) {
     changed_->Set();
@@ -35,12 +42,12 @@ int64_t EventLog::Read(int64_t from, size_t max_bytes, std::vector<v1::Event>* o
     marker.set_sequence(first_sequence_ - 1);  // resuming after it skips the gap
     marker.mutable_truncated()->set_first_sequence(from);
     marker.mutable_truncated()->set_last_sequence(first_sequence_ - 1);
-    if (!events_.empty()) *marker.mutable_time() = events_.front().event.time();
+    if (size() > 0) *marker.mutable_time() = events_[head_].event.time();
     from = first_sequence_;
   }
   size_t taken = 0;
   while (from < next_sequence()) {
-    const Entry& entry = events_[static_cast<size_t>(from - first_sequence_)];
+    const Entry& entry = events_[head_ + static_cast<size_t>(from - first_sequence_)];
     if (taken > 0 && taken + entry.bytes > max_bytes) break;
     out->push_back(entry.event);
     taken += entry.bytes;

@@ -12,7 +12,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <vector>
 
@@ -39,7 +38,7 @@ class EventLog {
 
   bool ended() const { return ended_; }
   // The sequence number the next event will get.
-  int64_t next_sequence() const { return first_sequence_ + static_cast<int64_t>(events_.size()); }
+  int64_t next_sequence() const { return first_sequence_ + static_cast<int64_t>(size()); }
   size_t bytes() const { return bytes_; }
 
  private:
@@ -48,9 +47,14 @@ class EventLog {
     size_t bytes;
   };
 
+  size_t size() const { return events_.size() - head_; }
+
   size_t max_bytes_;
-  std::deque<Entry> events_;
-  int64_t first_sequence_ = 1;  // of events_.front()
+  // The events kept are events_[head_...]; the dropped ones before head_ are erased in bulk.
+  // (Not a deque: an empty deque allocates 512 bytes, and most logs hold a few events.)
+  std::vector<Entry> events_;
+  size_t head_ = 0;
+  int64_t first_sequence_ = 1;  // of events_[head_]
   size_t bytes_ = 0;
   bool ended_ = false;
   std::shared_ptr<runtime::Event> changed_;

@@ -53,7 +53,7 @@ runtime::Task<void> Engine::Life(TaskRecord* record) {
   if (ready.ok() && task.has_start_after()) {
     *task.mutable_waiting()->mutable_until() = task.start_after();
     const absl::Duration wait = ToTime(task.start_after()) - absl::Now();
-    ready = co_await runtime::Sleep(ToChrono(std::max(wait, absl::ZeroDuration())));
+    if (wait > absl::ZeroDuration()) ready = co_await runtime::Sleep(ToChrono(wait));
     task.mutable_waiting()->clear_until();
   }
   if (ready.ok() && !options.wait_events().empty()) ready = co_await AwaitEvents(record);
@@ -201,7 +201,7 @@ void Engine::EndAttempt(TaskRecord& record, v1::Task::State outcome, const absl:
   v1::Task& task = record.task;
   v1::Event event;
   event.set_task(task.id());
-  event.set_group(task.group());
+  if (!task.group().empty()) event.set_group(task.group());
   *event.mutable_time() = NowProto();
   v1::AttemptEnded& ended = *event.mutable_attempt_ended();
   ended.set_attempt(task.attempt());
@@ -330,7 +330,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
 
   v1::Event event;
   event.set_task(task.id());
-  event.set_group(task.group());
+  if (!task.group().empty()) event.set_group(task.group());
   *event.mutable_time() = now;
   v1::TaskStateChange& change = *event.mutable_task_state();
   change.set_state(to);
@@ -376,8 +376,10 @@ bool Engine::CancelTaskRecord(TaskRecord& record, const std::string& message) {
   if (IsTerminal(record.task.state())) return false;
   if (record.task.cancel_message().empty()) record.task.set_cancel_message(message);
   if (!record.started) {
-    // Cancelled before its coroutine began: it never runs (asyncio), and it ends here.
-    record.life.Cancel(message);
+    // Cancelled before its coroutine began (or, delayed, before it had one): it never runs
+    // (asyncio), and it ends here.
+    record.start_timer.Cancel();
+    if (record.life) record.life.Cancel(message);
     Transition(record, v1::Task::CANCELLED, CancelledError(record.task));
     return true;
   }

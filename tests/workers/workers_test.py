@@ -365,3 +365,39 @@ def test_the_readmes_python_worker_serves_greetings(server):
     finally:
         process.send_signal(signal.SIGTERM)  # it drains, then exits 0
         assert process.wait(timeout=20) == 0
+
+
+def test_a_malformed_message_ends_the_stream_and_what_came_before_it_counts(server, workers):
+    """The server hands a worker's messages to the engine without a round trip each: a message
+    that breaks the protocol still ends the stream with INVALID_ARGUMENT naming the field, and
+    the result sent just before it is kept."""
+    from cotask.v1 import workers_pb2 as workers_pb
+    name = queue_name("malformed")
+
+    async def main():
+        async with cotask.Client(server.address) as c:
+            [task_id] = await create_all(server, name, ["x"])
+            call = c.workers_stub.Work()
+            await call.write(workers_pb.WorkRequest(hello=workers_pb.WorkerHello(
+                name="raw", queues=[name], capacity=1)))
+            assert (await call.read()).HasField("registered")
+            assignment = await call.read()
+            assert assignment.assignment.task.id == task_id
+            await call.write(workers_pb.WorkRequest(result=workers_pb.TaskResultReport(
+                task=task_id, attempt=assignment.assignment.task.attempt, output=b"done")))
+            bad = workers_pb.WorkRequest()
+            bad.progress.task = task_id
+            bad.progress.attempt = 1
+            bad.progress.progress.value = float("nan")
+            await call.write(bad)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+            assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert ended.value.details() == "progress.progress.value: must be a finite number"
+            [task] = await await_all(server, [task_id])
+            assert task.state == pb.Task.SUCCEEDED
+            assert task.result.output == b"done"
+            assert "raw" not in [w.name for w in await c.list_workers()]
+
+    run(asyncio.wait_for(main(), 30))
