@@ -137,8 +137,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   }
   state->options.engine.observer = &state->observers;
 
-  // The engine's loop and thread first: the service needs the engine to exist.
-  state->engine_thread = std::make_unique<runtime::LoopThread>();
+  // The engine's loop and thread first: the service needs the engine to exist. Its queue does
+  // not poll the sockets, so the engine's thread runs only the engine (measured: batched
+  // tasks/s +18%, bench/README.md).
+  state->engine_thread =
+      std::make_unique<runtime::LoopThread>(runtime::EventLoop::NonPollingQueue());
   std::promise<void> engine_ready;
   State* s = state.get();
   runtime::EventLoop& engine_loop = state->engine_thread->loop();

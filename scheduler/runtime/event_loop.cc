@@ -1,5 +1,6 @@
 #include "scheduler/runtime/event_loop.h"
 
+#include <grpc/grpc.h>
 #include <grpc/support/time.h>
 #include <grpcpp/alarm.h>
 #include <grpcpp/completion_queue.h>
@@ -116,6 +117,13 @@ struct EventLoop::Completions {
 };
 
 EventLoop::EventLoop() : EventLoop(std::make_unique<grpc::CompletionQueue>()) {}
+
+std::unique_ptr<grpc::CompletionQueue> EventLoop::NonPollingQueue() {
+  grpc_completion_queue_attributes attributes{GRPC_CQ_CURRENT_VERSION, GRPC_CQ_NEXT,
+                                              GRPC_CQ_NON_POLLING, nullptr};
+  return std::make_unique<grpc::CompletionQueue>(grpc_completion_queue_create(
+      grpc_completion_queue_factory_lookup(&attributes), &attributes, nullptr));
+}
 
 EventLoop::EventLoop(std::unique_ptr<grpc::CompletionQueue> queue)
     : completions_(std::make_unique<Completions>(*this, std::move(queue))) {}

@@ -74,8 +74,14 @@ class EventLoop {
   static constexpr Duration kBusyPollInterval = std::chrono::microseconds(100);
 
   EventLoop();
-  // Takes a queue made elsewhere (e.g. a grpc::ServerCompletionQueue from a ServerBuilder).
+  // Takes a queue made elsewhere (e.g. a grpc::ServerCompletionQueue from a ServerBuilder, or
+  // NonPollingQueue()).
   explicit EventLoop(std::unique_ptr<grpc::CompletionQueue> queue);
+
+  // A queue whose waits never poll gRPC's sockets: for a loop that serves no calls and makes
+  // none (cotaskd's engine), which then never does the transport's work for other loops' calls
+  // (a polling queue's wait may be picked to read and write any connection's bytes).
+  static std::unique_ptr<grpc::CompletionQueue> NonPollingQueue();
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
   ~EventLoop();

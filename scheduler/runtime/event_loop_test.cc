@@ -87,6 +87,26 @@ TEST(EventLoopTest, PostFromAnotherThreadWakesABlockedLoop) {
   EXPECT_TRUE(ran);
 }
 
+// cotaskd's engine loop: its queue never polls sockets, yet timers and Post wake it.
+TEST(EventLoopTest, ALoopOnANonPollingQueueRunsTimersAndPostedWork) {
+  EventLoop loop(EventLoop::NonPollingQueue());
+  const auto start = loop.Now();
+  EventLoop::TimePoint fired_at{};
+  loop.CallLater(20ms, [&] { fired_at = loop.Now(); });
+  std::atomic<bool> ran{false};
+  std::thread poster([&] {
+    std::this_thread::sleep_for(40ms);  // after the timer: the loop is blocked again
+    loop.Post([&] {
+      ran = true;
+      loop.Stop();
+    });
+  });
+  loop.Run();
+  poster.join();
+  EXPECT_GE(fired_at - start, 20ms);
+  EXPECT_TRUE(ran);
+}
+
 TEST(EventLoopTest, PostFromManyThreadsRunsEachCallbackOnceInPerThreadOrder) {
   constexpr int kThreads = 4;
   constexpr int kPerThread = 5000;
