@@ -664,8 +664,7 @@ absl::Status Engine::WorkerMessage(const std::string& id, const v1::WorkRequest&
       }
       if (TaskRecord* record = held(progress.task(), progress.attempt())) {
         *record->task.mutable_progress() = progress.progress();
-        v1::Event event;
-        event.set_task(record->task.id());
+        v1::Event event;  // (its task is stamped as it is read: StampEvents)
         *event.mutable_time() = NowProto();
         *event.mutable_progress() = progress.progress();
         AppendToLog(record->log, std::move(event));

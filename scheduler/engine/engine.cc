@@ -987,6 +987,23 @@ void Engine::TransitionGroup(GroupRecord& record, v1::Group::State to) {
 // ---------------------------------------------------------------------------------------------
 // Watching
 
+void Engine::StampEvents(const v1::WatchRequest& target, std::vector<v1::Event>* events) const {
+  if (target.has_task()) {
+    const v1::Task& task = tasks_.at(target.task())->task;
+    for (v1::Event& event : *events) {
+      if (event.has_truncated()) continue;
+      event.set_task(task.id());
+      if (!task.group().empty() && (event.has_task_state() || event.has_attempt_ended())) {
+        event.set_group(task.group());
+      }
+    }
+    return;
+  }
+  for (v1::Event& event : *events) {
+    if (!event.task().empty() && event.group().empty()) event.set_group(target.group());
+  }
+}
+
 EventLog* Engine::FindLog(const v1::WatchRequest& target) const {
   if (target.has_task()) {
     auto it = tasks_.find(target.task());
@@ -1017,6 +1034,7 @@ runtime::Task<Engine::WatchBatch> Engine::NextEvents(v1::WatchRequest target, in
     }
     WatchBatch batch;
     batch.next_sequence = log->Read(from, max_bytes, &batch.events);
+    StampEvents(target, &batch.events);
     // (A reader past the end of a log that has ended has nothing more to wait for either.)
     batch.ended = log->ended() && batch.next_sequence >= log->next_sequence();
     if (batch.ended && target.has_task()) tasks_.at(target.task())->outcome_read = true;

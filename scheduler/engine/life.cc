@@ -199,9 +199,7 @@ runtime::Task<void> Engine::AwaitEvents(TaskRecord* record) {
 void Engine::EndAttempt(TaskRecord& record, v1::Task::State outcome, const absl::Status& error,
                         absl::Time retry_time) {
   v1::Task& task = record.task;
-  v1::Event event;
-  event.set_task(task.id());
-  if (!task.group().empty()) event.set_group(task.group());
+  v1::Event event;  // (its task and group are stamped as it is read: StampEvents)
   *event.mutable_time() = NowProto();
   v1::AttemptEnded& ended = *event.mutable_attempt_ended();
   ended.set_attempt(task.attempt());
@@ -236,8 +234,7 @@ runtime::Task<Engine::Outcome> Engine::RunSleep(TaskRecord* task) {
 }
 
 void Engine::AppendOutput(TaskRecord& task, v1::Output::Stream stream, absl::string_view bytes) {
-  v1::Event event;
-  event.set_task(task.task.id());
+  v1::Event event;  // (its task is stamped as it is read: StampEvents)
   *event.mutable_time() = NowProto();
   event.mutable_output()->set_stream(stream);
   event.mutable_output()->set_data(std::string(bytes));
@@ -328,9 +325,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   if (record.dispatch != nullptr) QueueStateChanged(record, from, to);
   if (options_.observer != nullptr) options_.observer->OnTaskState(task, from, to);
 
-  v1::Event event;
-  event.set_task(task.id());
-  if (!task.group().empty()) event.set_group(task.group());
+  v1::Event event;  // (its task and group are stamped as it is read: StampEvents)
   *event.mutable_time() = now;
   v1::TaskStateChange& change = *event.mutable_task_state();
   change.set_state(to);
@@ -342,8 +337,14 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   if (record.group != nullptr && ((to == v1::Task::PENDING && task.attempt() == 1) || terminal)) {
     // The group's log tells of its children's arrivals and endings (not their results or
     // output, which stay in the children's own logs, nor their retries).
-    v1::Event summary = event;
-    summary.mutable_task_state()->clear_result();
+    // (Its group is stamped as it is read.)
+    v1::Event summary;
+    summary.set_task(task.id());
+    *summary.mutable_time() = now;
+    v1::TaskStateChange& told = *summary.mutable_task_state();
+    told.set_state(to);
+    told.set_attempt(task.attempt());
+    if (terminal && task.has_error()) *told.mutable_error() = task.error();
     AppendToLog(record.group->log, std::move(summary));
   }
   AppendToLog(record.log, std::move(event), terminal);
