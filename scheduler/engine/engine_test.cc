@@ -634,3 +634,30 @@ TEST_F(EngineTest, CancelledExecTaskIsKilledAndEndsCancelled) {
 
 }  // namespace
 }  // namespace cotask::engine
+
+namespace cotask::engine {
+namespace {
+
+// Ids are "t" and the creation time in microseconds, 14 hex digits: unique, and in creation
+// order as strings (ListTasks pages by them).
+TEST_F(EngineTest, TaskIdsAreTheirCreationMicrosecondsInHexAndSortByCreation) {
+  using google::protobuf::util::TimeUtil;
+  engine();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(Create(SleepRequest(0)));
+  for (const std::string& id : ids) {
+    ASSERT_EQ(id.size(), 15u) << id;
+    EXPECT_EQ(id[0], 't');
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef", 1), std::string::npos) << id;
+    const int64_t micros = std::stoll(id.substr(1), nullptr, 16);
+    const int64_t created = TimeUtil::TimestampToMicroseconds(Get(id).create_time());
+    // (Taken as the task is made, just before its create_time; ids made within one
+    // microsecond step on by one.)
+    EXPECT_NEAR(static_cast<double>(micros), static_cast<double>(created), 1000) << id;
+  }
+  EXPECT_LT(ids[0], ids[1]);
+  EXPECT_LT(ids[1], ids[2]);
+}
+
+}  // namespace
+}  // namespace cotask::engine

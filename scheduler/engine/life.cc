@@ -229,7 +229,8 @@ runtime::Task<Engine::Outcome> Engine::RunSleep(TaskRecord* task) {
       absl::Seconds(sleep.duration().seconds()) + absl::Nanoseconds(sleep.duration().nanos());
   COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(ToChrono(duration)));
   if (sleep.has_error()) co_return Outcome{FromRpcStatus(sleep.error())};
-  task->task.mutable_result()->set_output(sleep.result());
+  v1::TaskResult& result = *task->task.mutable_result();
+  if (!sleep.result().empty()) result.set_output(sleep.result());
   co_return Outcome{absl::OkStatus()};
 }
 
