@@ -268,6 +268,7 @@ def report(bench):
         ("create->RUNNING p50 @10% peak", "latency_10", "to_running_p50_us", "us"),
         ("create->RUNNING p99 @10% peak", "latency_10", "to_running_p99_us", "us"),
         ("create->RUNNING p99.9 @10% peak", "latency_10", "to_running_p999_us", "us"),
+        ("create->PENDING seen p50 @10% peak", "latency_10", "to_pending_seen_p50_us", "us"),
         ("create->result seen p50 @10% peak", "latency_10", "to_result_p50_us", "us"),
         ("create->result seen p99 @10% peak", "latency_10", "to_result_p99_us", "us"),
         ("create->RUNNING p50 @50% peak", "latency_50", "to_running_p50_us", "us"),
