@@ -643,8 +643,8 @@ namespace {
 TEST_F(EngineTest, TaskIdsAreTheirCreationMicrosecondsInHexAndSortByCreation) {
   using google::protobuf::util::TimeUtil;
   engine();
-  std::vector<std::string> ids;
-  for (int i = 0; i < 3; ++i) ids.push_back(Create(SleepRequest(0)));
+  const std::vector<std::string> ids = {Create(SleepRequest(0)), Create(SleepRequest(0)),
+                                        Create(SleepRequest(0))};
   for (const std::string& id : ids) {
     ASSERT_EQ(id.size(), 15u) << id;
     EXPECT_EQ(id[0], 't');
