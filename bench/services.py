@@ -3,7 +3,10 @@
 cotaskd (or the ceiling server, or a peer) on loopback, RUNS times each, then a table of
 medians (min-max), the targets' ratios, and one RESULT line per scenario.
 
-    bench/services.py BUILD_DIR RUNS [SCENARIO...]
+    bench/services.py BUILD_DIR RUNS [--smoke] [SCENARIO...]
+
+--smoke runs every scenario with a hundredth of its count (the figures mean nothing): the test
+suite's check that the benchmarks still run end to end (bench/CMakeLists.txt).
 """
 
 import json
@@ -59,10 +62,15 @@ def free_port():
 
 
 class Bench:
-    def __init__(self, build, runs):
+    def __init__(self, build, runs, scale=1.0):
         self.build = build
         self.runs = runs
+        self.scale = scale
         self.results = {}  # name -> list of run figures (dicts)
+
+    def n(self, count, smallest):
+        """A scenario's count, scaled down for --smoke."""
+        return max(smallest, int(count * self.scale))
 
     def binary(self, path):
         return os.path.join(self.build, path)
@@ -102,22 +110,23 @@ class Bench:
     def ceiling(self):
         for _ in range(self.runs):
             self.ceiling_server(
-                ("ceiling_unary", "nothing", dict(count=200_000, inflight=256)),
-                ("ceiling_stream", "echo", dict(count=200_000, inflight=64)),
+                ("ceiling_unary", "nothing", dict(count=self.n(200_000, 500), inflight=256)),
+                ("ceiling_stream", "echo", dict(count=self.n(200_000, 500), inflight=64)),
                 # One call at a time: the round trip itself, not a queue's wait.
-                ("ceiling_rtt", "nothing", dict(count=5_000, inflight=1)))
+                ("ceiling_rtt", "nothing", dict(count=self.n(5_000, 50), inflight=1)))
 
     def unary(self):
         # Each run measures the ceiling right before cotaskd: the ratio's two sides see the same
         # machine (it is shared, and its speed drifts from minute to minute).
         for _ in range(self.runs):
             self.ceiling_server(("ceiling_unary_paired", "nothing",
-                                 dict(count=100_000, inflight=256)))
+                                 dict(count=self.n(100_000, 500), inflight=256)))
             server = self.cotaskd()
             try:
-                self.record("run", self.load(server.address, "run", count=100_000, inflight=256))
-                self.record("create_watch", self.load(server.address, "create", count=100_000,
-                                                      inflight=256))
+                self.record("run", self.load(server.address, "run", count=self.n(100_000, 500),
+                                             inflight=256))
+                self.record("create_watch", self.load(server.address, "create",
+                                                      count=self.n(100_000, 500), inflight=256))
             finally:
                 server.stop()
 
@@ -125,8 +134,9 @@ class Bench:
         for _ in range(self.runs):
             server = self.cotaskd("--max_pending_tasks=2000000")
             try:
-                self.record("batch", self.load(server.address, "batch", count=1_000_000,
-                                               batch=1000, inflight=4))
+                self.record("batch", self.load(server.address, "batch",
+                                               count=self.n(1_000_000, 2000), batch=1000,
+                                               inflight=4))
             finally:
                 server.stop()
 
@@ -137,12 +147,13 @@ class Bench:
             for _ in range(self.runs):
                 # The round trip it is compared with, right before it.
                 self.ceiling_server(("ceiling_rtt_paired", "nothing",
-                                     dict(count=5_000, inflight=1)))
+                                     dict(count=self.n(5_000, 50), inflight=1)))
                 # (The group's log keeps every task's end: 2 events per task.)
                 server = self.cotaskd("--max_log_bytes=1073741824")
                 try:
                     self.record(f"latency_{share}", self.load(
-                        server.address, "latency", rate=rate, count=max(2000, rate * 5)))
+                        server.address, "latency", rate=rate,
+                        count=self.n(max(2000, rate * 5), 200)))
                 finally:
                     server.stop()
 
@@ -150,23 +161,26 @@ class Bench:
         for _ in range(self.runs):
             server = self.cotaskd("--exec_allow=/bin/true")
             try:
-                self.record("exec", self.load(server.address, "exec", count=5000, inflight=32))
+                self.record("exec", self.load(server.address, "exec", count=self.n(5000, 50),
+                                              inflight=32))
             finally:
                 server.stop()
-            self.record("spawn", self.load("", "spawn", count=5000))
+            self.record("spawn", self.load("", "spawn", count=self.n(5000, 50)))
 
     def memory(self):
         for _ in range(self.runs):
             server = self.cotaskd("--max_pending_tasks=1100000")
             try:
                 self.record("pending_memory", self.load(server.address, "pending",
-                                                        count=1_000_000, batch=1000, inflight=4,
+                                                        count=self.n(1_000_000, 2000),
+                                                        batch=1000, inflight=4,
                                                         server_pid=server.pid))
             finally:
                 server.stop()
             server = self.cotaskd("--max_watchers=20000")
             try:
-                self.record("watch_memory", self.load(server.address, "watchers", count=10_000,
+                self.record("watch_memory", self.load(server.address, "watchers",
+                                                      count=self.n(10_000, 100),
                                                       server_pid=server.pid))
             finally:
                 server.stop()
@@ -178,8 +192,9 @@ class Bench:
                                          f"--server={server.address}", "--queue=bench",
                                          "--capacity=64"]) for _ in range(4)]
             try:
-                self.record("dispatch", self.load(server.address, "dispatch", count=200_000,
-                                                  batch=1000, inflight=4, queue="bench"))
+                self.record("dispatch", self.load(server.address, "dispatch",
+                                                  count=self.n(200_000, 2000), batch=1000,
+                                                  inflight=4, queue="bench"))
             finally:
                 for worker in workers:  # first: they would report the server's going
                     worker.kill()
@@ -338,12 +353,17 @@ def report(bench):
 
 def main():
     build, runs = sys.argv[1], int(sys.argv[2])
-    wanted = sys.argv[3:] or ["ceiling", "unary", "batch", "latency", "exec", "memory",
-                              "dispatch", "peers"]
-    bench = Bench(build, runs)
+    args = sys.argv[3:]
+    smoke = "--smoke" in args
+    wanted = [a for a in args if a != "--smoke"] or ["ceiling", "unary", "batch", "latency",
+                                                     "exec", "memory", "dispatch", "peers"]
+    bench = Bench(build, runs, scale=0.01 if smoke else 1.0)
     for name in wanted:
         print(f"bench: {name}", file=sys.stderr, flush=True)
+        recorded = sum(len(figures) for figures in bench.results.values())
         getattr(bench, name if name != "exec" else "exec_")()
+        if sum(len(figures) for figures in bench.results.values()) == recorded:
+            sys.exit(f"bench: {name} recorded nothing")
     report(bench)
 
 
