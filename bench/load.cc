@@ -107,6 +107,14 @@ class Report {
   std::vector<std::pair<std::string, double>> values_;
 };
 
+// A closed-loop scenario's figures: calls a second since `start`, and each call's latency.
+Report ClosedLoopReport(int64_t count, Clock::time_point start, std::vector<double> micros) {
+  Report report;
+  report.Add("per_second", static_cast<double>(count) / Seconds(Clock::now() - start));
+  report.AddLatencies("latency", std::move(micros));
+  return report;
+}
+
 int64_t ResidentBytes(int64_t pid) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
   std::string line;
@@ -222,10 +230,7 @@ runtime::Task<Report> Nothing(const Flags& flags) {
         micros[i] = Seconds(Clock::now() - began) * 1e6;
         co_return absl::OkStatus();
       }));
-  Report report;
-  report.Add("per_second", static_cast<double>(flags.count) / Seconds(Clock::now() - start));
-  report.AddLatencies("latency", std::move(micros));
-  co_return report;
+  co_return ClosedLoopReport(flags.count, start, std::move(micros));
 }
 
 runtime::Task<Report> EchoScenario(const Flags& flags) {
@@ -289,10 +294,7 @@ runtime::Task<Report> RunScenario(const Flags& flags, bool exec) {
         micros[i] = Seconds(Clock::now() - began) * 1e6;
         co_return absl::OkStatus();
       }));
-  Report report;
-  report.Add("per_second", static_cast<double>(flags.count) / Seconds(Clock::now() - start));
-  report.AddLatencies("latency", std::move(micros));
-  co_return report;
+  co_return ClosedLoopReport(flags.count, start, std::move(micros));
 }
 
 // create, batch and dispatch: tasks into a group, then the group closed and watched to its end
