@@ -32,6 +32,7 @@ cotask::runtime::Task<void> ServeNothing(Ceiling::AsyncService* service,
                                          cotask::runtime::EventLoop* loop,
                                          grpc::ServerCompletionQueue* queue) {
   return cotask::service::internal::ServeUnary<Empty, Empty>(
+      /*counted=*/nullptr,  // the bare gRPC stack: cotaskd's metrics are its own cost
       [service, queue](grpc::ServerContext* context, Empty* request,
                        grpc::ServerAsyncResponseWriter<Empty>* responder, void* tag) {
         service->RequestNothing(context, request, responder, queue, queue, tag);

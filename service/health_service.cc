@@ -18,6 +18,7 @@
 #include "scheduler/runtime/status_macros.h"
 #include "service/internal/call_ops.h"
 #include "service/internal/serve.h"
+#include "service/metrics.h"
 #include "service/scheduler_service.h"
 
 namespace cotask::service {
@@ -30,6 +31,7 @@ using ServingStatus = HealthCheckResponse::ServingStatus;
 
 struct HealthService::Impl {
   runtime::EventLoop* state_loop;
+  const Metrics* metrics;
   Health::AsyncService async;
 
   // On the state loop only.
@@ -84,20 +86,21 @@ runtime::Task<Update> NextOn(Impl* impl, std::string service, std::optional<Serv
 }
 
 runtime::Task<void> ServeCheck(Impl* impl, runtime::EventLoop* loop,
-                               grpc::ServerCompletionQueue* queue) {
+                               grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
   return internal::ServeUnary<HealthCheckRequest, HealthCheckResponse>(
+      counted,
       [impl, queue](grpc::ServerContext* context, HealthCheckRequest* request,
                     grpc::ServerAsyncResponseWriter<HealthCheckResponse>* responder, void* tag) {
         impl->async.RequestCheck(context, request, responder, queue, queue, tag);
       },
-      [impl, loop, queue] { loop->CreateTask(ServeCheck(impl, loop, queue)); },
+      [impl, loop, queue, counted] { loop->CreateTask(ServeCheck(impl, loop, queue, counted)); },
       [impl](const HealthCheckRequest& request) {
         return runtime::RunOn(*impl->state_loop, CheckOn(impl, request.service()));
       });
 }
 
 runtime::Task<void> StreamStatuses(Impl* impl, const std::string& service,
-                                   grpc::ServerAsyncWriter<HealthCheckResponse>* writer) {
+                                   internal::CountedWriter<HealthCheckResponse>* writer) {
   std::optional<ServingStatus> last;
   while (true) {
     COTASK_CO_ASSIGN_OR_RETURN(
@@ -105,8 +108,7 @@ runtime::Task<void> StreamStatuses(Impl* impl, const std::string& service,
     if (update.send.has_value()) {
       HealthCheckResponse response;
       response.set_status(*update.send);
-      const bool written = co_await Op([&](void* tag) { writer->Write(response, tag); });
-      if (!written) co_return absl::CancelledError("the client has gone");
+      if (!co_await writer->Write(response)) co_return absl::CancelledError("the client has gone");
       last = update.send;
     }
     if (update.end) co_return absl::UnavailableError("the server is shutting down");
@@ -114,23 +116,26 @@ runtime::Task<void> StreamStatuses(Impl* impl, const std::string& service,
 }
 
 runtime::Task<void> ServeWatch(Impl* impl, runtime::EventLoop* loop,
-                               grpc::ServerCompletionQueue* queue) {
+                               grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
   return internal::ServeServerStream<HealthCheckRequest, HealthCheckResponse>(
+      counted,
       [impl, queue](grpc::ServerContext* context, HealthCheckRequest* request,
                     grpc::ServerAsyncWriter<HealthCheckResponse>* writer, void* tag) {
         impl->async.RequestWatch(context, request, writer, queue, queue, tag);
       },
-      [impl, loop, queue] { loop->CreateTask(ServeWatch(impl, loop, queue)); },
+      [impl, loop, queue, counted] { loop->CreateTask(ServeWatch(impl, loop, queue, counted)); },
       [impl](const HealthCheckRequest& request,
-             grpc::ServerAsyncWriter<HealthCheckResponse>* writer) {
+             internal::CountedWriter<HealthCheckResponse>* writer) {
         return StreamStatuses(impl, request.service(), writer);
       });
 }
 
 }  // namespace
 
-HealthService::HealthService(runtime::EventLoop& state_loop) : impl_(std::make_unique<Impl>()) {
+HealthService::HealthService(runtime::EventLoop& state_loop, const Metrics& metrics)
+    : impl_(std::make_unique<Impl>()) {
   impl_->state_loop = &state_loop;
+  impl_->metrics = &metrics;
 }
 
 HealthService::~HealthService() = default;
@@ -138,8 +143,11 @@ HealthService::~HealthService() = default;
 grpc::Service* HealthService::service() { return &impl_->async; }
 
 void HealthService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQueue& queue) {
-  loop.CreateTask(ServeCheck(impl_.get(), &loop, &queue));
-  loop.CreateTask(ServeWatch(impl_.get(), &loop, &queue));
+  const Metrics* metrics = impl_->metrics;
+  loop.CreateTask(ServeCheck(impl_.get(), &loop, &queue,
+                             &metrics->GrpcMethod(Health::service_full_name(), "Check")));
+  loop.CreateTask(ServeWatch(impl_.get(), &loop, &queue,
+                             &metrics->GrpcMethod(Health::service_full_name(), "Watch")));
 }
 
 void HealthService::SetServing(bool serving) {

@@ -25,10 +25,13 @@ class EventLoop;
 
 namespace cotask::service {
 
+class Metrics;
+
 class HealthService {
  public:
-  // The statuses live on `state_loop` (they start NOT_SERVING).
-  explicit HealthService(runtime::EventLoop& state_loop);
+  // The statuses live on `state_loop` (they start NOT_SERVING). `metrics` (its calls'
+  // grpc_server_* figures) outlives the service.
+  HealthService(runtime::EventLoop& state_loop, const Metrics& metrics);
   ~HealthService();
   HealthService(const HealthService&) = delete;
   HealthService& operator=(const HealthService&) = delete;

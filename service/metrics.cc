@@ -1,13 +1,13 @@
 #include "service/metrics.h"
 
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/support/server_interceptor.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/stubs/common.h"
 #include "google/protobuf/util/time_util.h"
 #include "prometheus/collectable.h"
@@ -168,6 +169,17 @@ const char* CodeName(grpc::StatusCode code) {
 
 }  // namespace
 
+// A method's figures: made once per method, read by each of its calls without a lock.
+struct GrpcMethodMetrics {
+  Metrics::State* state;
+  prometheus::Labels labels;  // grpc_service, grpc_method, grpc_type
+  prometheus::Counter* started;
+  prometheus::Counter* received;
+  prometheus::Counter* sent;
+  prometheus::Histogram* seconds;
+  std::array<std::atomic<prometheus::Counter*>, 17> handled{};  // by code, made on first use
+};
+
 // ----- The engine's metrics.
 struct Metrics::State {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
@@ -234,50 +246,11 @@ struct Metrics::State {
         .first->second;
   }
 
-  // gRPC: per (service, method, type) and code, made on first use.
-  struct MethodMetrics {
-    prometheus::Labels labels;  // grpc_service, grpc_method, grpc_type
-    prometheus::Counter* started;
-    prometheus::Counter* received;
-    prometheus::Counter* sent;
-    prometheus::Histogram* seconds;
-    std::array<std::atomic<prometheus::Counter*>, 17> handled{};  // by code, made on first use
-  };
-  // A call's interceptor finds its method's metrics here (a map lookup under a lock), not in
-  // the families (each Family::Add hashes the labels under the family's lock: five of those a
-  // call cost Run 10% of cotaskd's time).
-  MethodMetrics& Method(absl::string_view method, const char* type) {
-    std::lock_guard lock(methods_mu);
-    std::unique_ptr<MethodMetrics>& found = methods[method];
-    if (found == nullptr) {
-      const size_t slash = method.rfind('/');  // method is "/package.Service/Method"
-      prometheus::Labels labels = {{"grpc_service", std::string(method.substr(1, slash - 1))},
-                                   {"grpc_method", std::string(method.substr(slash + 1))},
-                                   {"grpc_type", type}};
-      found.reset(new MethodMetrics{
-          labels, &grpc_started->Add(labels), &grpc_received->Add(labels), &grpc_sent->Add(labels),
-          &grpc_seconds->Add(
-              labels, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                                              0.5, 1, 2.5, 5, 10})});
-    }
-    return *found;
-  }
-  prometheus::Counter& Handled(MethodMetrics& method, grpc::StatusCode code) {
-    const auto index = static_cast<size_t>(code) < method.handled.size()
-                           ? static_cast<size_t>(code)
-                           : static_cast<size_t>(grpc::StatusCode::UNKNOWN);
-    if (prometheus::Counter* counter = method.handled[index].load(std::memory_order_acquire)) {
-      return *counter;
-    }
-    std::lock_guard lock(methods_mu);
-    prometheus::Labels labels = method.labels;
-    labels["grpc_code"] = CodeName(static_cast<grpc::StatusCode>(index));
-    prometheus::Counter* counter = &grpc_handled->Add(labels);
-    method.handled[index].store(counter, std::memory_order_release);
-    return *counter;
-  }
+  // gRPC: per (service, method, type), made when its serve loop starts; per code, on first use.
+  GrpcMethodMetrics& Method(std::string_view service, std::string_view method, const char* type);
+  prometheus::Counter& Handled(GrpcMethodMetrics& method, absl::StatusCode code);
   std::mutex methods_mu;
-  absl::flat_hash_map<std::string, std::unique_ptr<MethodMetrics>> methods;
+  absl::flat_hash_map<std::string, std::unique_ptr<GrpcMethodMetrics>> methods;
 
   prometheus::Family<prometheus::Counter>* grpc_started = nullptr;
   prometheus::Family<prometheus::Counter>* grpc_handled = nullptr;
@@ -381,66 +354,14 @@ struct Metrics::State {
   }
 };
 
+// ----- grpc_server_*: counted by the services' serve helpers (service/internal/serve.h).
+
 namespace {
 
-// ----- grpc_server_*: one interceptor per call.
-
-const char* GrpcType(grpc::experimental::ServerRpcInfo::Type type) {
-  switch (type) {
-    case grpc::experimental::ServerRpcInfo::Type::UNARY:
-      return "unary";
-    case grpc::experimental::ServerRpcInfo::Type::CLIENT_STREAMING:
-      return "client_stream";
-    case grpc::experimental::ServerRpcInfo::Type::SERVER_STREAMING:
-      return "server_stream";
-    case grpc::experimental::ServerRpcInfo::Type::BIDI_STREAMING:
-      return "bidi_stream";
-  }
-  return "unary";
+const char* GrpcType(const google::protobuf::MethodDescriptor& method) {
+  if (method.client_streaming()) return method.server_streaming() ? "bidi_stream" : "client_stream";
+  return method.server_streaming() ? "server_stream" : "unary";
 }
-
-class CallInterceptor final : public grpc::experimental::Interceptor {
- public:
-  CallInterceptor(Metrics::State* state, grpc::experimental::ServerRpcInfo* info)
-      : state_(state),
-        method_(&state->Method(info->method(), GrpcType(info->type()))),
-        start_(std::chrono::steady_clock::now()) {
-    method_->started->Increment();
-  }
-
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    using grpc::experimental::InterceptionHookPoints;
-    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
-      method_->received->Increment();
-    }
-    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_MESSAGE)) {
-      method_->sent->Increment();
-    }
-    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      state_->Handled(*method_, methods->GetSendStatus().error_code()).Increment();
-      method_->seconds->Observe(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
-    }
-    methods->Proceed();
-  }
-
- private:
-  Metrics::State* state_;
-  Metrics::State::MethodMetrics* method_;
-  std::chrono::steady_clock::time_point start_;
-};
-
-class InterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
- public:
-  explicit InterceptorFactory(Metrics::State* state) : state_(state) {}
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override {
-    return new CallInterceptor(state_, info);
-  }
-
- private:
-  Metrics::State* state_;
-};
 
 }  // namespace
 
@@ -479,11 +400,76 @@ std::string Metrics::Scrape() const {
   return prometheus::TextSerializer().Serialize(families);
 }
 
-std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
-Metrics::GrpcInterceptors() {
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> out;
-  out.push_back(std::make_unique<InterceptorFactory>(state_.get()));
-  return out;
+GrpcMethodMetrics& Metrics::State::Method(std::string_view service, std::string_view method,
+                                          const char* type) {
+  std::lock_guard lock(methods_mu);
+  std::string key(service);
+  key.append("/").append(method);
+  std::unique_ptr<GrpcMethodMetrics>& found = methods[key];
+  if (found == nullptr) {
+    prometheus::Labels labels = {{"grpc_service", std::string(service)},
+                                 {"grpc_method", std::string(method)},
+                                 {"grpc_type", type}};
+    found.reset(new GrpcMethodMetrics{
+        this, labels, &grpc_started->Add(labels), &grpc_received->Add(labels),
+        &grpc_sent->Add(labels),
+        &grpc_seconds->Add(labels, prometheus::Histogram::BucketBoundaries{
+                                       0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})});
+  }
+  return *found;
+}
+
+prometheus::Counter& Metrics::State::Handled(GrpcMethodMetrics& method, absl::StatusCode code) {
+  const auto index = static_cast<size_t>(code) < method.handled.size()
+                         ? static_cast<size_t>(code)
+                         : static_cast<size_t>(absl::StatusCode::kUnknown);
+  if (prometheus::Counter* counter = method.handled[index].load(std::memory_order_acquire)) {
+    return *counter;
+  }
+  std::lock_guard lock(methods_mu);
+  if (prometheus::Counter* counter = method.handled[index].load(std::memory_order_acquire)) {
+    return *counter;
+  }
+  prometheus::Labels labels = method.labels;
+  labels["grpc_code"] = CodeName(static_cast<grpc::StatusCode>(index));
+  prometheus::Counter* counter = &grpc_handled->Add(labels);
+  method.handled[index].store(counter, std::memory_order_release);
+  return *counter;
+}
+
+GrpcMethodMetrics& Metrics::GrpcMethod(std::string_view service, std::string_view method) const {
+  const google::protobuf::ServiceDescriptor* found_service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(std::string(service));
+  const google::protobuf::MethodDescriptor* found =
+      found_service == nullptr ? nullptr : found_service->FindMethodByName(std::string(method));
+  if (found == nullptr) {
+    std::fprintf(stderr, "cotaskd: no gRPC method %.*s/%.*s to count\n",
+                 static_cast<int>(service.size()), service.data(), static_cast<int>(method.size()),
+                 method.data());
+    std::abort();
+  }
+  return state_->Method(service, method, GrpcType(*found));
+}
+
+GrpcCall::GrpcCall(GrpcMethodMetrics* method) : method_(method) {
+  if (method_ == nullptr) return;
+  start_ = std::chrono::steady_clock::now();
+  method_->started->Increment();
+}
+
+void GrpcCall::Received() {
+  if (method_ != nullptr) method_->received->Increment();
+}
+
+void GrpcCall::Sent() {
+  if (method_ != nullptr) method_->sent->Increment();
+}
+
+void GrpcCall::Handled(absl::StatusCode code) {
+  if (method_ == nullptr) return;
+  method_->state->Handled(*method_, code).Increment();
+  method_->seconds->Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
 }
 
 v1::Stats Metrics::Snapshot() const {

@@ -3,35 +3,50 @@
 // - cotask_*: tasks (created, finished by kind and state, pending and running, time waiting and
 //   running, retries, cancellations), groups, event logs, exec spawns, build info: fed by the
 //   engine as its observer (engine::EngineObserver), on the engine's thread;
-// - grpc_server_*: go-grpc-prometheus's names and labels, from a server interceptor
-//   (GrpcInterceptors) on the I/O threads;
+// - grpc_server_*: go-grpc-prometheus's names and labels, counted by the services' serve helpers
+//   on the I/O threads (a GrpcCall per call, of its method's GrpcMethod): cotask's own services
+//   (Scheduler, Workers, Health), not gRPC's reflection service;
 // - process_*: read from /proc at each scrape.
 // - cotask_queue_*, cotask_workers_connected: queues and workers, from the same observer.
 // No label carries a task id, a group name or anything else a client chooses freely: kinds,
 // states, gRPC methods and codes, and queue names (at most --max_queues of them).
 //
-// Thread-safety: the observer and the interceptors may run on any threads at once (the metrics
+// Thread-safety: the observer and the GrpcCalls may run on any threads at once (the metrics
 // are atomic); scrapes run on the exposer's thread.
 #ifndef COTASK_SERVICE_METRICS_H_
 #define COTASK_SERVICE_METRICS_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
-#include <vector>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "cotask/v1/scheduler.pb.h"
 #include "scheduler/engine/observer.h"
-
-namespace grpc::experimental {
-class ServerInterceptorFactoryInterface;
-}  // namespace grpc::experimental
 
 namespace prometheus {
 class Registry;
 }  // namespace prometheus
 
 namespace cotask::service {
+
+struct GrpcMethodMetrics;
+
+// One call's grpc_server_* figures, as go-grpc-prometheus counts them: started when made,
+// Received and Sent per message, Handled once at its end (its code and how long it took).
+// A null method counts nothing (the benchmarks' ceiling server).
+class GrpcCall {
+ public:
+  explicit GrpcCall(GrpcMethodMetrics* method);
+  void Received();
+  void Sent();
+  void Handled(absl::StatusCode code);
+
+ private:
+  GrpcMethodMetrics* method_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 class Metrics final : public engine::EngineObserver {
  public:
@@ -49,9 +64,10 @@ class Metrics final : public engine::EngineObserver {
   // The cotask_* figures now, for StreamStats.
   v1::Stats Snapshot() const;
 
-  // The interceptors that count gRPC calls (ServerBuilder::experimental().SetInterceptorCreators).
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
-  GrpcInterceptors();
+  // The grpc_server_* figures of `method` of `service` ("cotask.v1.Scheduler", "Run"), for its
+  // serve loop; its grpc_type comes from the generated descriptors. Dies if they have no such
+  // method, so that a misspelt name fails at startup. Lives as long as the metrics.
+  GrpcMethodMetrics& GrpcMethod(std::string_view service, std::string_view method) const;
 
   void OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::State to) override;
   void OnGroupState(const v1::Group& group, v1::Group::State to) override;

@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -54,23 +55,25 @@ using internal::CallEngine;
 
 template <auto kRequest, auto kEngine, class Request, class Reply, bool kWaits = false>
 runtime::Task<void> ServeUnary(Impl* impl, runtime::EventLoop* loop,
-                               grpc::ServerCompletionQueue* queue) {
-  return internal::ServeEngineUnary<kRequest, kEngine, Request, Reply, kWaits>(impl, loop, queue);
+                               grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
+  return internal::ServeEngineUnary<kRequest, kEngine, Request, Reply, kWaits>(impl, loop, queue,
+                                                                               counted);
 }
 
 // CreateTask and CreateTasks: at once, or (wait_for_room) waiting for room in a full queue, at
 // most until the call's deadline.
 template <auto kRequest, auto kEngine, auto kWaiting, class Request, class Reply>
 runtime::Task<void> ServeCreate(Impl* impl, runtime::EventLoop* loop,
-                                grpc::ServerCompletionQueue* queue) {
+                                grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
   return internal::ServeUnary<Request, Reply>(
+      counted,
       [impl, queue](grpc::ServerContext* context, Request* request,
                     grpc::ServerAsyncResponseWriter<Reply>* responder, void* tag) {
         (impl->async.*kRequest)(context, request, responder, queue, queue, tag);
       },
-      [impl, loop, queue] {
+      [impl, loop, queue, counted] {
         loop->CreateTask(
-            ServeCreate<kRequest, kEngine, kWaiting, Request, Reply>(impl, loop, queue));
+            ServeCreate<kRequest, kEngine, kWaiting, Request, Reply>(impl, loop, queue, counted));
       },
       [impl](Request request, const grpc::ServerContext& context) {
         if (request.has_wait_for_room()) {
@@ -118,7 +121,7 @@ runtime::Task<engine::Engine::WatchBatch> FetchEvents(Impl* impl, v1::WatchReque
 // written as soon as the stream is free, not after one more round trip to the engine's thread
 // (measured: a watcher saw a task's end 2x later without it).
 runtime::Task<void> StreamEvents(Impl* impl, const v1::WatchRequest* request,
-                                 grpc::ServerAsyncWriter<v1::Event>* writer) {
+                                 internal::CountedWriter<v1::Event>* writer) {
   WatcherSlot slot(impl);
   COTASK_CO_RETURN_IF_ERROR(slot.status());
   runtime::TaskHandle<engine::Engine::WatchBatch> next =
@@ -127,8 +130,7 @@ runtime::Task<void> StreamEvents(Impl* impl, const v1::WatchRequest* request,
     COTASK_CO_ASSIGN_OR_RETURN(engine::Engine::WatchBatch batch, co_await next);
     if (!batch.ended) next = runtime::CreateTask(FetchEvents(impl, *request, batch.next_sequence));
     for (const v1::Event& event : batch.events) {
-      const bool written = co_await Op([&](void* tag) { writer->Write(event, tag); });
-      if (!written) {
+      if (!co_await writer->Write(event)) {
         if (!batch.ended) {
           next.Cancel("the client has gone");
           (void)co_await next;
@@ -141,14 +143,15 @@ runtime::Task<void> StreamEvents(Impl* impl, const v1::WatchRequest* request,
 }
 
 runtime::Task<void> ServeWatch(Impl* impl, runtime::EventLoop* loop,
-                               grpc::ServerCompletionQueue* queue) {
+                               grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
   return internal::ServeServerStream<v1::WatchRequest, v1::Event>(
+      counted,
       [impl, queue](grpc::ServerContext* context, v1::WatchRequest* request,
                     grpc::ServerAsyncWriter<v1::Event>* writer, void* tag) {
         impl->async.RequestWatch(context, request, writer, queue, queue, tag);
       },
-      [impl, loop, queue] { loop->CreateTask(ServeWatch(impl, loop, queue)); },
-      [impl](const v1::WatchRequest& request, grpc::ServerAsyncWriter<v1::Event>* writer) {
+      [impl, loop, queue, counted] { loop->CreateTask(ServeWatch(impl, loop, queue, counted)); },
+      [impl](const v1::WatchRequest& request, internal::CountedWriter<v1::Event>* writer) {
         return StreamEvents(impl, &request, writer);
       });
 }
@@ -156,7 +159,7 @@ runtime::Task<void> ServeWatch(Impl* impl, runtime::EventLoop* loop,
 // StreamStats: a snapshot of the metrics at once, then one every interval, until the client
 // goes (its cancellation ends the sleep).
 runtime::Task<void> StreamStatsTo(Impl* impl, const v1::StreamStatsRequest* request,
-                                  grpc::ServerAsyncWriter<v1::Stats>* writer) {
+                                  internal::CountedWriter<v1::Stats>* writer) {
   constexpr absl::Duration kMinInterval = absl::Milliseconds(100);
   absl::Duration interval = absl::Seconds(1);
   if (request->has_interval()) {
@@ -171,7 +174,7 @@ runtime::Task<void> StreamStatsTo(Impl* impl, const v1::StreamStatsRequest* requ
   COTASK_CO_RETURN_IF_ERROR(slot.status());
   while (true) {
     const v1::Stats stats = impl->metrics->Snapshot();
-    if (!co_await Op([&](void* tag) { writer->Write(stats, tag); })) {
+    if (!co_await writer->Write(stats)) {
       co_return absl::CancelledError("the client has gone");
     }
     COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(engine::ToChrono(interval)));
@@ -179,14 +182,15 @@ runtime::Task<void> StreamStatsTo(Impl* impl, const v1::StreamStatsRequest* requ
 }
 
 runtime::Task<void> ServeStats(Impl* impl, runtime::EventLoop* loop,
-                               grpc::ServerCompletionQueue* queue) {
+                               grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
   return internal::ServeServerStream<v1::StreamStatsRequest, v1::Stats>(
+      counted,
       [impl, queue](grpc::ServerContext* context, v1::StreamStatsRequest* request,
                     grpc::ServerAsyncWriter<v1::Stats>* writer, void* tag) {
         impl->async.RequestStreamStats(context, request, writer, queue, queue, tag);
       },
-      [impl, loop, queue] { loop->CreateTask(ServeStats(impl, loop, queue)); },
-      [impl](const v1::StreamStatsRequest& request, grpc::ServerAsyncWriter<v1::Stats>* writer) {
+      [impl, loop, queue, counted] { loop->CreateTask(ServeStats(impl, loop, queue, counted)); },
+      [impl](const v1::StreamStatsRequest& request, internal::CountedWriter<v1::Stats>* writer) {
         return StreamStatsTo(impl, &request, writer);
       });
 }
@@ -203,11 +207,12 @@ struct ClientEnd {
 
 // Reads the client's messages after `open` until its end, then stops the writer (`main`, at
 // its current wait) so that the runner is closed.
-runtime::Task<void> ReadRunnerRequests(RunnerStream* stream, ClientEnd* end,
+runtime::Task<void> ReadRunnerRequests(RunnerStream* stream, GrpcCall* call, ClientEnd* end,
                                        runtime::TaskRef main) {
   constexpr size_t kMaxReasonBytes = 1024;
   v1::RunnerRequest request;
   bool got = co_await Op([&](void* tag) { stream->Read(&request, tag); });
+  if (got) call->Received();
   end->seen = true;
   if (!got) {
     end->reason =
@@ -225,12 +230,14 @@ runtime::Task<void> ReadRunnerRequests(RunnerStream* stream, ClientEnd* end,
   }
   main.Cancel(end->reason);
   // Drain what else comes until the client half-closes or the call ends.
-  while (got) got = co_await Op([&](void* tag) { stream->Read(&request, tag); });
+  while (got) {
+    if ((got = co_await Op([&](void* tag) { stream->Read(&request, tag); }))) call->Received();
+  }
   co_return absl::OkStatus();
 }
 
 runtime::Task<void> ServeRunner(Impl* impl, runtime::EventLoop* loop,
-                                grpc::ServerCompletionQueue* queue) {
+                                grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
   using E = engine::Engine;
   grpc::ServerContext context;
   RunnerStream stream(&context);
@@ -239,11 +246,14 @@ runtime::Task<void> ServeRunner(Impl* impl, runtime::EventLoop* loop,
   const bool started = co_await Op(
       [&](void* tag) { impl->async.RequestOpenRunner(&context, &stream, queue, queue, tag); });
   if (!started) co_return absl::OkStatus();  // the server is shutting down
-  loop->CreateTask(ServeRunner(impl, loop, queue));
+  loop->CreateTask(ServeRunner(impl, loop, queue, counted));
+  GrpcCall call(counted);
   auto finish = [&](const absl::Status& status) {
+    call.Handled(status.code());
     return Op([&](void* tag) { stream.Finish(ToGrpcStatus(status), tag); });
   };
   auto write = [&](const v1::RunnerResponse& message) {
+    call.Sent();
     return Op([&](void* tag) { stream.Write(message, tag); });
   };
 
@@ -251,6 +261,7 @@ runtime::Task<void> ServeRunner(Impl* impl, runtime::EventLoop* loop,
   absl::StatusOr<v1::RunnerResponse> opened = engine::InvalidField(
       "open", "the stream ended before its first message, which must open the runner");
   if (co_await Op([&](void* tag) { stream.Read(&first, tag); })) {
+    call.Received();
     if (first.has_open()) {
       opened = co_await runtime::RunOn(
           *impl->engine_loop, CallEngine<&E::OpenRunner, v1::OpenRunnerRequest, v1::RunnerResponse>(
@@ -267,7 +278,7 @@ runtime::Task<void> ServeRunner(Impl* impl, runtime::EventLoop* loop,
   const std::string id = opened->opened().runner();
   ClientEnd end;
   runtime::TaskHandle<void> reader = loop->CreateTask(ReadRunnerRequests(
-      &stream, &end, runtime::TaskRef(&runtime::internal::CurrentTaskOrDie("OpenRunner"))));
+      &stream, &call, &end, runtime::TaskRef(&runtime::internal::CurrentTaskOrDie("OpenRunner"))));
   bool writable = co_await write(*opened);
   while (writable) {
     absl::StatusOr<std::vector<v1::RunnerResponse>> reports =
@@ -315,62 +326,68 @@ grpc::Service* SchedulerService::service() { return &impl_->async; }
 void SchedulerService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQueue& queue) {
   using E = engine::Engine;
   Impl* impl = impl_.get();
-  loop.CreateTask(ServeCreate<&Async::RequestCreateTask, &E::CreateTask, &E::CreateTaskWaiting,
-                              v1::CreateTaskRequest, v1::Task>(impl, &loop, &queue));
+  auto counted = [impl](std::string_view method) {
+    return &impl->metrics->GrpcMethod(v1::Scheduler::service_full_name(), method);
+  };
   loop.CreateTask(
-      ServeCreate<&Async::RequestCreateTasks, &E::CreateTasks, &E::CreateTasksWaiting,
-                  v1::CreateTasksRequest, v1::CreateTasksResponse>(impl, &loop, &queue));
+      ServeCreate<&Async::RequestCreateTask, &E::CreateTask, &E::CreateTaskWaiting,
+                  v1::CreateTaskRequest, v1::Task>(impl, &loop, &queue, counted("CreateTask")));
+  loop.CreateTask(ServeCreate<&Async::RequestCreateTasks, &E::CreateTasks, &E::CreateTasksWaiting,
+                              v1::CreateTasksRequest, v1::CreateTasksResponse>(
+      impl, &loop, &queue, counted("CreateTasks")));
   loop.CreateTask(ServeUnary<&Async::RequestGetTask, &E::GetTask, v1::GetTaskRequest, v1::Task>(
-      impl, &loop, &queue));
+      impl, &loop, &queue, counted("GetTask")));
   loop.CreateTask(ServeUnary<&Async::RequestListTasks, &E::ListTasks, v1::ListTasksRequest,
-                             v1::ListTasksResponse>(impl, &loop, &queue));
+                             v1::ListTasksResponse>(impl, &loop, &queue, counted("ListTasks")));
   loop.CreateTask(ServeUnary<&Async::RequestCancelTask, &E::CancelTask, v1::CancelTaskRequest,
-                             v1::CancelTaskResponse>(impl, &loop, &queue));
+                             v1::CancelTaskResponse>(impl, &loop, &queue, counted("CancelTask")));
   loop.CreateTask(
       ServeUnary<&Async::RequestCreateGroup, &E::CreateGroup, v1::CreateGroupRequest, v1::Group>(
-          impl, &loop, &queue));
+          impl, &loop, &queue, counted("CreateGroup")));
   loop.CreateTask(ServeUnary<&Async::RequestGetGroup, &E::GetGroup, v1::GetGroupRequest, v1::Group>(
-      impl, &loop, &queue));
+      impl, &loop, &queue, counted("GetGroup")));
   loop.CreateTask(ServeUnary<&Async::RequestListGroups, &E::ListGroups, v1::ListGroupsRequest,
-                             v1::ListGroupsResponse>(impl, &loop, &queue));
+                             v1::ListGroupsResponse>(impl, &loop, &queue, counted("ListGroups")));
   loop.CreateTask(
       ServeUnary<&Async::RequestCloseGroup, &E::CloseGroup, v1::CloseGroupRequest, v1::Group>(
-          impl, &loop, &queue));
+          impl, &loop, &queue, counted("CloseGroup")));
   loop.CreateTask(ServeUnary<&Async::RequestCancelGroup, &E::CancelGroup, v1::CancelGroupRequest,
-                             v1::CancelGroupResponse>(impl, &loop, &queue));
+                             v1::CancelGroupResponse>(impl, &loop, &queue, counted("CancelGroup")));
   loop.CreateTask(ServeUnary<&Async::RequestRun, &E::Run, v1::CreateTaskRequest, v1::Task,
-                             /*kWaits=*/true>(impl, &loop, &queue));
+                             /*kWaits=*/true>(impl, &loop, &queue, counted("Run")));
   loop.CreateTask(ServeUnary<&Async::RequestWaitTasks, &E::WaitTasks, v1::WaitTasksRequest,
-                             v1::WaitTasksResponse, /*kWaits=*/true>(impl, &loop, &queue));
+                             v1::WaitTasksResponse, /*kWaits=*/true>(impl, &loop, &queue,
+                                                                     counted("WaitTasks")));
   loop.CreateTask(
       ServeUnary<&Async::RequestSetEvent, &E::SetEvent, v1::SetEventRequest, v1::NamedEvent>(
-          impl, &loop, &queue));
+          impl, &loop, &queue, counted("SetEvent")));
   loop.CreateTask(
       ServeUnary<&Async::RequestClearEvent, &E::ClearEvent, v1::ClearEventRequest, v1::NamedEvent>(
-          impl, &loop, &queue));
+          impl, &loop, &queue, counted("ClearEvent")));
   loop.CreateTask(
       ServeUnary<&Async::RequestGetEvent, &E::GetEvent, v1::GetEventRequest, v1::NamedEvent>(
-          impl, &loop, &queue));
-  loop.CreateTask(ServeUnary<&Async::RequestCreateSemaphore, &E::CreateSemaphore,
-                             v1::CreateSemaphoreRequest, v1::Semaphore>(impl, &loop, &queue));
+          impl, &loop, &queue, counted("GetEvent")));
+  loop.CreateTask(
+      ServeUnary<&Async::RequestCreateSemaphore, &E::CreateSemaphore, v1::CreateSemaphoreRequest,
+                 v1::Semaphore>(impl, &loop, &queue, counted("CreateSemaphore")));
   loop.CreateTask(ServeUnary<&Async::RequestGetSemaphore, &E::GetSemaphore, v1::GetSemaphoreRequest,
-                             v1::Semaphore>(impl, &loop, &queue));
+                             v1::Semaphore>(impl, &loop, &queue, counted("GetSemaphore")));
   loop.CreateTask(
       ServeUnary<&Async::RequestCreateQueue, &E::CreateQueue, v1::CreateQueueRequest, v1::Queue>(
-          impl, &loop, &queue));
+          impl, &loop, &queue, counted("CreateQueue")));
   loop.CreateTask(ServeUnary<&Async::RequestGetQueue, &E::GetQueue, v1::GetQueueRequest, v1::Queue>(
-      impl, &loop, &queue));
+      impl, &loop, &queue, counted("GetQueue")));
   loop.CreateTask(ServeUnary<&Async::RequestListQueues, &E::ListQueues, v1::ListQueuesRequest,
-                             v1::ListQueuesResponse>(impl, &loop, &queue));
+                             v1::ListQueuesResponse>(impl, &loop, &queue, counted("ListQueues")));
   loop.CreateTask(
       ServeUnary<&Async::RequestPauseQueue, &E::PauseQueue, v1::PauseQueueRequest, v1::Queue>(
-          impl, &loop, &queue));
+          impl, &loop, &queue, counted("PauseQueue")));
   loop.CreateTask(
       ServeUnary<&Async::RequestResumeQueue, &E::ResumeQueue, v1::ResumeQueueRequest, v1::Queue>(
-          impl, &loop, &queue));
-  loop.CreateTask(ServeWatch(impl, &loop, &queue));
-  loop.CreateTask(ServeStats(impl, &loop, &queue));
-  loop.CreateTask(ServeRunner(impl, &loop, &queue));
+          impl, &loop, &queue, counted("ResumeQueue")));
+  loop.CreateTask(ServeWatch(impl, &loop, &queue, counted("Watch")));
+  loop.CreateTask(ServeStats(impl, &loop, &queue, counted("StreamStats")));
+  loop.CreateTask(ServeRunner(impl, &loop, &queue, counted("OpenRunner")));
 }
 
 }  // namespace cotask::service

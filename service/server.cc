@@ -94,7 +94,7 @@ class Observers final : public engine::EngineObserver {
 
 struct Server::State {
   ServerOptions options;
-  // Outlive the engine (its observers) and the server (the metrics' interceptors).
+  // Outlive the engine (its observers) and the server (its calls count in them).
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<TaskFailureLog> failure_log;
   Observers observers;
@@ -160,8 +160,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
 
   state->scheduler = std::make_unique<SchedulerService>(*state->engine, engine_loop,
                                                         *state->metrics, opts.scheduler);
-  state->workers = std::make_unique<WorkersService>(*state->engine, engine_loop);
-  state->health = std::make_unique<HealthService>(engine_loop);
+  state->workers = std::make_unique<WorkersService>(*state->engine, engine_loop, *state->metrics);
+  state->health = std::make_unique<HealthService>(engine_loop, *state->metrics);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(opts.address, grpc::InsecureServerCredentials(), &state->port);
@@ -169,7 +169,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   builder.RegisterService(state->workers->service());
   builder.RegisterService(state->health->service());
   builder.SetMaxReceiveMessageSize(opts.max_request_bytes);
-  builder.experimental().SetInterceptorCreators(state->metrics->GrpcInterceptors());
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(opts.keepalive_time)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "service/internal/engine_calls.h"
 #include "service/internal/serve.h"
 #include "service/log.h"
+#include "service/metrics.h"
 #include "service/scheduler_service.h"
 
 namespace cotask::service {
@@ -31,6 +33,7 @@ using Async = v1::Workers::AsyncService;
 struct WorkersService::Impl {
   engine::Engine* engine;
   runtime::EventLoop* engine_loop;
+  const Metrics* metrics;
   Async async;
 };
 
@@ -66,14 +69,15 @@ struct WorkerEnd {
 // engine's loop in order without waiting for each (a round trip per result would bound a
 // worker's rate by the loops' wake-ups); every kInFlight messages the reader waits for the
 // engine to catch up, so that a flooding worker is held back by its own stream.
-runtime::Task<void> ReadWorkerMessages(Impl* impl, WorkStream* stream, std::string id,
-                                       std::shared_ptr<WorkerEnd> end) {
+runtime::Task<void> ReadWorkerMessages(Impl* impl, WorkStream* stream, GrpcCall* call,
+                                       std::string id, std::shared_ptr<WorkerEnd> end) {
   constexpr int kInFlight = 256;
   runtime::EventLoop* loop = &runtime::internal::CurrentTaskOrDie("ReadWorkerMessages").loop();
   v1::WorkRequest message;
   bool got = true;
   int posted = 0;
   while ((got = co_await Op([&](void* tag) { stream->Read(&message, tag); }))) {
+    call->Received();
     if (!end->status.ok()) break;  // an earlier message was malformed
     impl->engine_loop->Post(
         [engine = impl->engine, id, message = std::move(message), end, loop]() mutable {
@@ -98,12 +102,14 @@ runtime::Task<void> ReadWorkerMessages(Impl* impl, WorkStream* stream, std::stri
   }
   end->seen = true;
   if (end->main) end->main.Cancel(end->reason);
-  while (got) got = co_await Op([&](void* tag) { stream->Read(&message, tag); });
+  while (got) {
+    if ((got = co_await Op([&](void* tag) { stream->Read(&message, tag); }))) call->Received();
+  }
   co_return absl::OkStatus();
 }
 
 runtime::Task<void> ServeWork(Impl* impl, runtime::EventLoop* loop,
-                              grpc::ServerCompletionQueue* queue) {
+                              grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
   grpc::ServerContext context;
   WorkStream stream(&context);
   DoneSignal done;
@@ -111,14 +117,17 @@ runtime::Task<void> ServeWork(Impl* impl, runtime::EventLoop* loop,
   const bool started = co_await Op(
       [&](void* tag) { impl->async.RequestWork(&context, &stream, queue, queue, tag); });
   if (!started) co_return absl::OkStatus();  // the server is shutting down
-  loop->CreateTask(ServeWork(impl, loop, queue));
+  loop->CreateTask(ServeWork(impl, loop, queue, counted));
+  GrpcCall call(counted);
   auto finish = [&](const absl::Status& status) {
+    call.Handled(status.code());
     return Op([&](void* tag) { stream.Finish(ToGrpcStatus(status), tag); });
   };
   // `more`: another message follows at once, so gRPC may hold this one to send them together.
   auto write = [&](const v1::WorkResponse& message, bool more = false) {
     grpc::WriteOptions options;
     if (more) options.set_buffer_hint();
+    call.Sent();
     return Op([&, options](void* tag) { stream.Write(message, options, tag); });
   };
 
@@ -126,6 +135,7 @@ runtime::Task<void> ServeWork(Impl* impl, runtime::EventLoop* loop,
   absl::StatusOr<v1::WorkResponse> registered = engine::InvalidField(
       "hello", "the stream ended before its first message, which must be the worker's hello");
   if (co_await Op([&](void* tag) { stream.Read(&first, tag); })) {
+    call.Received();
     if (first.has_hello()) {
       registered = co_await runtime::RunOn(
           *impl->engine_loop,
@@ -150,7 +160,7 @@ runtime::Task<void> ServeWork(Impl* impl, runtime::EventLoop* loop,
   WorkerEnd& end = *shared_end;
   end.main = runtime::TaskRef(&runtime::internal::CurrentTaskOrDie("Work"));
   runtime::TaskHandle<void> reader =
-      loop->CreateTask(ReadWorkerMessages(impl, &stream, id, shared_end));
+      loop->CreateTask(ReadWorkerMessages(impl, &stream, &call, id, shared_end));
   absl::Status status;
   bool writable = co_await write(*registered);
   while (writable) {
@@ -187,10 +197,12 @@ runtime::Task<void> ServeWork(Impl* impl, runtime::EventLoop* loop,
 
 }  // namespace
 
-WorkersService::WorkersService(engine::Engine& engine, runtime::EventLoop& engine_loop)
+WorkersService::WorkersService(engine::Engine& engine, runtime::EventLoop& engine_loop,
+                               const Metrics& metrics)
     : impl_(std::make_unique<Impl>()) {
   impl_->engine = &engine;
   impl_->engine_loop = &engine_loop;
+  impl_->metrics = &metrics;
 }
 
 WorkersService::~WorkersService() = default;
@@ -200,10 +212,13 @@ grpc::Service* WorkersService::service() { return &impl_->async; }
 void WorkersService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQueue& queue) {
   using E = engine::Engine;
   Impl* impl = impl_.get();
-  loop.CreateTask(ServeWork(impl, &loop, &queue));
+  auto counted = [impl](std::string_view method) {
+    return &impl->metrics->GrpcMethod(v1::Workers::service_full_name(), method);
+  };
+  loop.CreateTask(ServeWork(impl, &loop, &queue, counted("Work")));
   loop.CreateTask(internal::ServeEngineUnary<&Async::RequestListWorkers, &E::ListWorkers,
                                              v1::ListWorkersRequest, v1::ListWorkersResponse>(
-      impl, &loop, &queue));
+      impl, &loop, &queue, counted("ListWorkers")));
 }
 
 }  // namespace cotask::service

@@ -23,9 +23,12 @@ class Engine;
 
 namespace cotask::service {
 
+class Metrics;
+
 class WorkersService {
  public:
-  WorkersService(engine::Engine& engine, runtime::EventLoop& engine_loop);
+  // `metrics` (its calls' grpc_server_* figures) outlives the service.
+  WorkersService(engine::Engine& engine, runtime::EventLoop& engine_loop, const Metrics& metrics);
   ~WorkersService();
   WorkersService(const WorkersService&) = delete;
   WorkersService& operator=(const WorkersService&) = delete;

@@ -114,6 +114,87 @@ def test_a_scrape_counts_every_outcome_under_its_labels(server):
     assert not re.search(r'"t[0-9a-f]{14}"', text)
 
 
+def go_code(code):
+    """go-grpc-prometheus's name of a grpc.StatusCode (grpc_code)."""
+    if code.name in ("OK", "CANCELLED"):
+        return {"OK": "OK", "CANCELLED": "Canceled"}[code.name]
+    return "".join(word.capitalize() for word in code.name.split("_"))
+
+
+def test_every_method_of_every_service_counts_its_calls_once(server):
+    """Each method is called once with an empty message (or stream): started, received, sent
+    and handled (under the code the client saw) move by exactly that call, under the method's
+    own labels, so a method counted under another's name fails here."""
+    import grpc
+    from cotask.v1 import scheduler_pb2, workers_pb2
+
+    methods = [(s.full_name, m.name, m.client_streaming, m.server_streaming)
+               for file in (scheduler_pb2, workers_pb2)
+               for s in file.DESCRIPTOR.services_by_name.values() for m in s.methods]
+    methods += [("grpc.health.v1.Health", "Check", False, False),
+                ("grpc.health.v1.Health", "Watch", False, True)]
+    assert len(methods) == 25 + 2 + 2
+    before = samples(scrape(server))
+    expected = {}  # (service, method, type) -> (received, sent, code or None if cancelled)
+    with grpc.insecure_channel(server.address) as channel:
+        for service, method, client_streaming, server_streaming in methods:
+            path = f"/{service}/{method}"
+            kind = {(False, False): "unary", (False, True): "server_stream",
+                    (True, True): "bidi_stream"}[(client_streaming, server_streaming)]
+            if kind == "unary":
+                try:
+                    channel.unary_unary(path)(b"", timeout=10)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as e:
+                    code = e.code()
+                expected[(service, method, kind)] = (1, int(code == grpc.StatusCode.OK), code)
+                continue
+            if kind == "server_stream":
+                call = channel.unary_stream(path)(b"", timeout=10)
+                received = 1
+            else:
+                call = channel.stream_stream(path)(iter([]), timeout=10)
+                received = 0
+            sent = 0
+            try:
+                next(call)  # a stream that sends stays open: it is cancelled after one message
+                sent = 1
+                call.cancel()
+                code = None
+            except grpc.RpcError as e:
+                code = e.code()
+            expected[(service, method, kind)] = (received, sent, code)
+    assert (expected[("cotask.v1.Scheduler", "ListTasks", "unary")][2] == grpc.StatusCode.OK)
+    assert (expected[("cotask.v1.Scheduler", "Run", "unary")][2]
+            == grpc.StatusCode.INVALID_ARGUMENT)
+    assert expected[("grpc.health.v1.Health", "Watch", "server_stream")][1:] == (1, None)
+
+    def handled(after, labels):
+        return {name: value(after, "grpc_server_handled_total", **labels, grpc_code=name)
+                - value(before, "grpc_server_handled_total", **labels, grpc_code=name)
+                for name in [go_code(c) for c in grpc.StatusCode]}
+
+    deadline = time.monotonic() + 10
+    while True:  # a cancelled stream is counted once its handler has seen the cancellation
+        after = samples(scrape(server))
+        done = all(sum(handled(after, dict(grpc_service=s, grpc_method=m, grpc_type=t)).values())
+                   == 1 for (s, m, t) in expected)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for (service, method, kind), (received, sent, code) in expected.items():
+        labels = dict(grpc_service=service, grpc_method=method, grpc_type=kind)
+
+        def delta(name):
+            return value(after, name, **labels) - value(before, name, **labels)
+        assert delta("grpc_server_started_total") == 1, labels
+        assert delta("grpc_server_msg_received_total") == received, labels
+        assert delta("grpc_server_msg_sent_total") == sent, labels
+        assert delta("grpc_server_handling_seconds_count") == 1, labels
+        codes = {name: n for name, n in handled(after, labels).items() if n}
+        assert codes == {go_code(code) if code else "Canceled": 1}, labels
+
+
 def test_promtool_finds_nothing_to_complain_about(server):
     run_every_outcome(server)
     checked = subprocess.run(["promtool", "check", "metrics"], input=scrape(server),

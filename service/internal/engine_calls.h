@@ -3,7 +3,8 @@
 // plain one returning absl::StatusOr<Reply>, or a coroutine of the engine (Run, WaitTasks)
 // returning runtime::Task<Reply>; with kWaits, a client that goes away cancels it.
 //
-// Impl is the service's state: `async` (its AsyncService), `engine`, `engine_loop`.
+// Impl is the service's state: `async` (its AsyncService), `engine`, `engine_loop`. `counted`:
+// the method's grpc_server_* figures (Metrics::GrpcMethod).
 #ifndef COTASK_SERVICE_INTERNAL_ENGINE_CALLS_H_
 #define COTASK_SERVICE_INTERNAL_ENGINE_CALLS_H_
 
@@ -34,15 +35,17 @@ runtime::Task<Reply> CallEngine(engine::Engine* engine, Request request) {
 
 template <auto kRequest, auto kEngine, class Request, class Reply, bool kWaits = false, class Impl>
 runtime::Task<void> ServeEngineUnary(Impl* impl, runtime::EventLoop* loop,
-                                     grpc::ServerCompletionQueue* queue) {
+                                     grpc::ServerCompletionQueue* queue,
+                                     GrpcMethodMetrics* counted) {
   return ServeUnary<Request, Reply, kWaits>(
+      counted,
       [impl, queue](grpc::ServerContext* context, Request* request,
                     grpc::ServerAsyncResponseWriter<Reply>* responder, void* tag) {
         (impl->async.*kRequest)(context, request, responder, queue, queue, tag);
       },
-      [impl, loop, queue] {
-        loop->CreateTask(
-            ServeEngineUnary<kRequest, kEngine, Request, Reply, kWaits>(impl, loop, queue));
+      [impl, loop, queue, counted] {
+        loop->CreateTask(ServeEngineUnary<kRequest, kEngine, Request, Reply, kWaits>(
+            impl, loop, queue, counted));
       },
       [impl](Request request) {
         return runtime::RunOn(*impl->engine_loop, CallEngine<kEngine, Request, Reply>(

@@ -12,8 +12,12 @@
 // With kCancellable, a unary call whose client goes away (or whose deadline passes) cancels
 // handle's await, as a server stream's does: for calls that wait (Run, WaitTasks).
 //
-// For a server stream, stream(request, writer) writes the messages and returns the status the
-// call ends with; a client that goes away cancels it at its current await (DoneSignal).
+// For a server stream, stream(request, writer) writes the messages (co_await writer->Write(m))
+// and returns the status the call ends with; a client that goes away cancels it at its current
+// await (DoneSignal).
+//
+// Each call is counted in its method's grpc_server_* figures (`counted`, Metrics::GrpcMethod;
+// null: not counted).
 //
 // The callables are taken by value, into the coroutine's frame.
 #ifndef COTASK_SERVICE_INTERNAL_SERVE_H_
@@ -29,13 +33,15 @@
 #include "absl/status/statusor.h"
 #include "scheduler/runtime/task.h"
 #include "service/internal/call_ops.h"
+#include "service/metrics.h"
 #include "service/scheduler_service.h"
 
 namespace cotask::service::internal {
 
 template <class Request, class Reply, bool kCancellable = false, class RequestCall, class Next,
           class Handle>
-runtime::Task<void> ServeUnary(RequestCall request_call, Next next, Handle handle) {
+runtime::Task<void> ServeUnary(GrpcMethodMetrics* counted, RequestCall request_call, Next next,
+                               Handle handle) {
   grpc::ServerContext context;
   Request request;
   grpc::ServerAsyncResponseWriter<Reply> responder(&context);
@@ -45,6 +51,8 @@ runtime::Task<void> ServeUnary(RequestCall request_call, Next next, Handle handl
       co_await Op([&](void* tag) { request_call(&context, &request, &responder, tag); });
   if (!started) co_return absl::OkStatus();  // the server is shutting down
   next();
+  GrpcCall call(counted);
+  call.Received();
   absl::StatusOr<Reply> reply = absl::InternalError("not handled");
   if constexpr (std::is_invocable_v<Handle, Request, const grpc::ServerContext&>) {
     reply = co_await handle(std::move(request), std::as_const(context));
@@ -52,16 +60,37 @@ runtime::Task<void> ServeUnary(RequestCall request_call, Next next, Handle handl
     reply = co_await handle(std::move(request));
   }
   if (reply.ok()) {
+    call.Sent();
+    call.Handled(absl::StatusCode::kOk);
     co_await Op([&](void* tag) { responder.Finish(*reply, grpc::Status::OK, tag); });
   } else {
+    call.Handled(reply.status().code());
     co_await Op([&](void* tag) { responder.FinishWithError(ToGrpcStatus(reply.status()), tag); });
   }
   if constexpr (kCancellable) co_await done.Wait();
   co_return absl::OkStatus();
 }
 
+// A server stream's writer, counting what it writes.
+template <class Message>
+class CountedWriter {
+ public:
+  CountedWriter(grpc::ServerAsyncWriter<Message>* writer, GrpcCall* call)
+      : writer_(writer), call_(call) {}
+  // co_await: true if written, false if the stream has gone.
+  auto Write(const Message& message) {
+    call_->Sent();
+    return Op([this, &message](void* tag) { writer_->Write(message, tag); });
+  }
+
+ private:
+  grpc::ServerAsyncWriter<Message>* writer_;
+  GrpcCall* call_;
+};
+
 template <class Request, class Message, class RequestCall, class Next, class Stream>
-runtime::Task<void> ServeServerStream(RequestCall request_call, Next next, Stream stream) {
+runtime::Task<void> ServeServerStream(GrpcMethodMetrics* counted, RequestCall request_call,
+                                      Next next, Stream stream) {
   grpc::ServerContext context;
   Request request;
   grpc::ServerAsyncWriter<Message> writer(&context);
@@ -71,7 +100,11 @@ runtime::Task<void> ServeServerStream(RequestCall request_call, Next next, Strea
       co_await Op([&](void* tag) { request_call(&context, &request, &writer, tag); });
   if (!started) co_return absl::OkStatus();  // the server is shutting down (done never fires)
   next();
-  const absl::Status status = co_await stream(request, &writer);
+  GrpcCall call(counted);
+  call.Received();
+  CountedWriter<Message> counted_writer(&writer, &call);
+  const absl::Status status = co_await stream(request, &counted_writer);
+  call.Handled(status.code());
   co_await Op([&](void* tag) { writer.Finish(ToGrpcStatus(status), tag); });
   co_await done.Wait();
   co_return absl::OkStatus();
