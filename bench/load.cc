@@ -6,7 +6,8 @@
 //        [--rate=R] [--server_pid=P] [--queue=Q]
 //
 // Scenarios:
-//   nothing     Ceiling.Nothing, K in flight: calls/s, latency
+//   nothing     Ceiling.Nothing, K in flight (or with --rate, R a second, open loop as in
+//               latency): calls/s, latency
 //   echo        Ceiling.Echo, K streams each sending a message and reading it back: round trips/s
 //   run         Scheduler.Run of sleep(0) tasks, K in flight: tasks/s, latency
 //   create      CreateTask of sleep(0) tasks into a group, K in flight; one Watch of the group
@@ -70,7 +71,7 @@ struct Flags {
   int64_t count = 100'000;
   int64_t inflight = 256;
   int64_t batch = 1000;
-  int64_t rate = 1000;
+  int64_t rate = 0;  // calls a second of an open-loop scenario; 0: closed loop
   int64_t server_pid = 0;
   std::string queue = "bench";
 };
@@ -185,6 +186,24 @@ runtime::Task<void> Spread(int64_t count, int64_t inflight, One one) {
   co_return co_await workers.Wait();
 }
 
+// Open loop: the calls of each millisecond start at its beginning, whatever came back, `rate` a
+// second, `count` in all: issue(i) makes call i, into `calls`. Returns the rate offered. (The
+// calls may outlive this coroutine: `issue`, whose captures they use, must outlive them.)
+template <class Issue>
+runtime::Task<double> OpenLoop(int64_t count, int64_t rate, Tasks* calls, const Issue& issue) {
+  const auto start = Clock::now();
+  const auto tick = std::chrono::microseconds(1000);
+  int64_t issued = 0;
+  for (int64_t ms = 0; issued < count; ++ms) {
+    const int64_t due = std::min(count, (ms + 1) * rate / 1000);
+    for (; issued < due; ++issued) calls->Add(issue(issued));
+    const auto next = start + tick * (ms + 1);
+    if (next > Clock::now())
+      COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(next - Clock::now()));
+  }
+  co_return static_cast<double>(count) / Seconds(Clock::now() - start);
+}
+
 // Watches the group until `count` child tasks have ended; on_end(task id, when) for each.
 template <class OnEnd, class OnPending = std::nullptr_t>
 runtime::Task<void> WatchEnds(Client* client, std::string group, int64_t count, OnEnd on_end,
@@ -217,19 +236,25 @@ runtime::Task<Report> Nothing(const Flags& flags) {
       runtime::internal::CurrentTaskOrDie("load").loop().completion_queue();
   std::vector<double> micros(flags.count);
   const auto start = Clock::now();
-  COTASK_CO_RETURN_IF_ERROR(
-      co_await Spread(flags.count, flags.inflight, [&](int64_t i) -> runtime::Task<void> {
-        const auto began = Clock::now();
-        grpc::ClientContext context;
-        Empty reply;
-        grpc::Status status;
-        auto reader = stub->AsyncNothing(&context, Empty(), &queue);
-        co_await runtime::ClientCallOp(&context,
-                                       [&](void* tag) { reader->Finish(&reply, &status, tag); });
-        if (!status.ok()) co_return absl::UnavailableError(status.error_message());
-        micros[i] = Seconds(Clock::now() - began) * 1e6;
-        co_return absl::OkStatus();
-      }));
+  auto call = [&](int64_t i) -> runtime::Task<void> {
+    const auto began = Clock::now();
+    grpc::ClientContext context;
+    Empty reply;
+    grpc::Status status;
+    auto reader = stub->AsyncNothing(&context, Empty(), &queue);
+    co_await runtime::ClientCallOp(&context,
+                                   [&](void* tag) { reader->Finish(&reply, &status, tag); });
+    if (!status.ok()) co_return absl::UnavailableError(status.error_message());
+    micros[i] = Seconds(Clock::now() - began) * 1e6;
+    co_return absl::OkStatus();
+  };
+  if (flags.rate > 0) {
+    Tasks calls;
+    COTASK_CO_RETURN_IF_ERROR((co_await OpenLoop(flags.count, flags.rate, &calls, call)).status());
+    COTASK_CO_RETURN_IF_ERROR(co_await calls.Wait());
+  } else {
+    COTASK_CO_RETURN_IF_ERROR(co_await Spread(flags.count, flags.inflight, call));
+  }
   co_return ClosedLoopReport(flags.count, start, std::move(micros));
 }
 
@@ -344,6 +369,7 @@ runtime::Task<Report> Throughput(const Flags& flags, bool batched, bool dispatch
 }
 
 runtime::Task<Report> Latency(const Flags& flags) {
+  if (flags.rate == 0) co_return absl::InvalidArgumentError("latency needs --rate");
   ClientOptions options;
   options.server = flags.target;
   Client client(options);
@@ -355,29 +381,15 @@ runtime::Task<Report> Latency(const Flags& flags) {
       &client, group, flags.count,
       [&](const std::string& id, Clock::time_point at) { seen.emplace(id, at); },
       [&](const std::string& id, Clock::time_point at) { pending_seen.emplace(id, at); }));
-  // Open loop: the creates of each millisecond go out at its start, whatever came back.
-  const auto start = Clock::now();
-  const auto tick = std::chrono::microseconds(1000);
-  int64_t issued = 0;
+  auto create = [&](int64_t) -> runtime::Task<void> {
+    const auto began = Clock::now();
+    COTASK_CO_ASSIGN_OR_RETURN(v1::Task task, co_await client.CreateTaskAsync(NoOp(group)));
+    sent.emplace(task.id(), began);
+    co_return absl::OkStatus();
+  };
   Tasks creates;
-  for (int64_t ms = 0; issued < flags.count; ++ms) {
-    const int64_t due = std::min(flags.count, (ms + 1) * flags.rate / 1000);
-    for (; issued < due; ++issued) {
-      creates.Add(
-          [](Client* client, std::string group,
-             absl::flat_hash_map<std::string, Clock::time_point>* sent) -> runtime::Task<void> {
-            const auto began = Clock::now();
-            COTASK_CO_ASSIGN_OR_RETURN(v1::Task task,
-                                       co_await client->CreateTaskAsync(NoOp(group)));
-            sent->emplace(task.id(), began);
-            co_return absl::OkStatus();
-          }(&client, group, &sent));
-    }
-    const auto next = start + tick * (ms + 1);
-    if (next > Clock::now())
-      COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(next - Clock::now()));
-  }
-  const double offered = static_cast<double>(flags.count) / Seconds(Clock::now() - start);
+  COTASK_CO_ASSIGN_OR_RETURN(const double offered,
+                             co_await OpenLoop(flags.count, flags.rate, &creates, create));
   COTASK_CO_RETURN_IF_ERROR(co_await creates.Wait());
   COTASK_CO_RETURN_IF_ERROR(co_await watch);
   // (The group's watcher sees each task's PENDING, then its end: the first says what the
@@ -549,7 +561,7 @@ int main(int argc, char** argv) {
     } else {
       ok = false;
     }
-    if (!ok || flags.count < 1 || flags.inflight < 1 || flags.batch < 1 || flags.rate < 1) {
+    if (!ok || flags.count < 1 || flags.inflight < 1 || flags.batch < 1 || flags.rate < 0) {
       std::fprintf(stderr, "load: bad argument %s\n", arg.c_str());
       return 2;
     }

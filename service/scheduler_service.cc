@@ -129,8 +129,8 @@ runtime::Task<void> StreamEvents(Impl* impl, const v1::WatchRequest* request,
   while (true) {
     COTASK_CO_ASSIGN_OR_RETURN(engine::Engine::WatchBatch batch, co_await next);
     if (!batch.ended) next = runtime::CreateTask(FetchEvents(impl, *request, batch.next_sequence));
-    for (const v1::Event& event : batch.events) {
-      if (!co_await writer->Write(event)) {
+    for (size_t i = 0; i < batch.events.size(); ++i) {
+      if (!co_await writer->Write(batch.events[i], i + 1 < batch.events.size())) {
         if (!batch.ended) {
           next.Cancel("the client has gone");
           (void)co_await next;

@@ -77,15 +77,21 @@ class CountedWriter {
  public:
   CountedWriter(grpc::ServerAsyncWriter<Message>* writer, GrpcCall* call)
       : writer_(writer), call_(call) {}
-  // co_await: true if written, false if the stream has gone.
-  auto Write(const Message& message) {
+  // co_await: true if written, false if the stream has gone. `more`: another message follows at
+  // once, so gRPC may hold this one to send them together (not the stream's first message: one
+  // held with the initial metadata does not complete until a later write flushes it).
+  auto Write(const Message& message, bool more = false) {
     call_->Sent();
-    return Op([this, &message](void* tag) { writer_->Write(message, tag); });
+    grpc::WriteOptions options;
+    if (more && written_) options.set_buffer_hint();
+    written_ = true;
+    return Op([this, &message, options](void* tag) { writer_->Write(message, options, tag); });
   }
 
  private:
   grpc::ServerAsyncWriter<Message>* writer_;
   GrpcCall* call_;
+  bool written_ = false;
 };
 
 template <class Request, class Message, class RequestCall, class Next, class Stream>
