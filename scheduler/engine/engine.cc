@@ -103,7 +103,7 @@ Engine::Engine(runtime::EventLoop& loop, process::ProcessSupervisor& processes,
   idle_.Set();
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() { delayed_timer_.Cancel(); }
 
 // ---------------------------------------------------------------------------------------------
 // Creating tasks
@@ -433,11 +433,11 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
     const v1::CreateTaskRequest& one = *request;
     if (!one.request_id().empty()) {
       if (auto it = task_requests_.find(one.request_id()); it != task_requests_.end()) {
-        *response.add_tasks() = it->second->task;
+        *response.add_tasks() = View(*it->second);
         continue;
       }
     }
-    *response.add_tasks() = AddTask(one).task;
+    *response.add_tasks() = View(AddTask(one));
   }
   ForgetFinished();
   return response;
@@ -483,7 +483,10 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   for (const std::string& id : request.options().after()) {
     if (!IsTerminal(tasks_.at(id)->task.state())) task.mutable_waiting()->add_tasks(id);
   }
-  if (task.has_start_after()) *task.mutable_waiting()->mutable_until() = task.start_after();
+  // (A delayed task without dependencies shows its start time on read, View.)
+  if (task.has_start_after() && !request.options().after().empty()) {
+    *task.mutable_waiting()->mutable_until() = task.start_after();
+  }
   for (const std::string& name : request.options().wait_events()) {
     if (!EnsureEvent(name).signal.is_set()) task.mutable_waiting()->add_events(name);
   }
@@ -510,17 +513,52 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   }
   Transition(record, v1::Task::PENDING);
   // A task that waits only for its start time gets its coroutine then: until it starts, a
-  // delayed task costs its record and a timer, not a coroutine frame (a million can wait).
+  // delayed task costs its record and a place in delayed_, not a coroutine frame (a million can
+  // wait).
   if (task.has_start_after() && request.options().after().empty()) {
-    const absl::Duration wait = ToTime(task.start_after()) - absl::Now();
-    if (wait > absl::ZeroDuration()) {
-      record.start_timer = loop_.CallLater(
-          ToChrono(wait), [this, &record] { record.life = loop_.CreateTask(Life(&record)); });
+    const absl::Time start = ToTime(task.start_after());
+    if (start > absl::Now()) {
+      AddDelayed(record, start);
       return record;
     }
   }
   record.life = loop_.CreateTask(Life(&record));
   return record;
+}
+
+void Engine::AddDelayed(TaskRecord& task, absl::Time start) {
+  delayed_.emplace(start, &task);
+  if (start < delayed_timer_at_) ArmDelayedTimer();
+}
+
+void Engine::ArmDelayedTimer() {
+  delayed_timer_.Cancel();
+  delayed_timer_ = runtime::TimerHandle();
+  delayed_timer_at_ = absl::InfiniteFuture();
+  if (delayed_.empty()) return;
+  delayed_timer_at_ = delayed_.begin()->first;
+  delayed_timer_ =
+      loop_.CallLater(ToChrono(std::max(delayed_timer_at_ - absl::Now(), absl::ZeroDuration())),
+                      [this] { StartDue(); });
+}
+
+void Engine::StartDue() {
+  const absl::Time now = absl::Now();
+  while (!delayed_.empty() && delayed_.begin()->first <= now) {
+    TaskRecord& task = *delayed_.begin()->second;
+    delayed_.erase(delayed_.begin());
+    task.life = loop_.CreateTask(Life(&task));
+  }
+  ArmDelayedTimer();
+}
+
+v1::Task Engine::View(const TaskRecord& task) const {
+  v1::Task view = task.task;
+  if (!task.started && task.task.state() == v1::Task::PENDING && task.task.has_start_after() &&
+      !task.task.waiting().has_until()) {
+    *view.mutable_waiting()->mutable_until() = task.task.start_after();
+  }
+  return view;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -542,7 +580,7 @@ absl::StatusOr<Engine::TaskRecord*> Engine::FindTask(const std::string& id,
 absl::StatusOr<v1::Task> Engine::GetTask(const v1::GetTaskRequest& request) const {
   COTASK_ASSIGN_OR_RETURN(TaskRecord * record, FindTask(request.id(), "id"));
   if (IsTerminal(record->task.state())) record->outcome_read = true;
-  return record->task;
+  return View(*record);
 }
 
 absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksRequest& request) const {
@@ -568,7 +606,7 @@ absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksReque
       more = true;
       return false;
     }
-    *response.add_tasks() = record.task;
+    *response.add_tasks() = View(record);
     if (IsTerminal(record.task.state())) record.outcome_read = true;
     last = record.task.id();
     return true;
@@ -599,7 +637,7 @@ absl::StatusOr<v1::CancelTaskResponse> Engine::CancelTask(const v1::CancelTaskRe
   v1::CancelTaskResponse response;
   response.set_cancelled(
       CancelTaskRecord(*record, request.message().empty() ? "CancelTask" : request.message()));
-  *response.mutable_task() = record->task;
+  *response.mutable_task() = View(*record);
   if (IsTerminal(record->task.state())) record->outcome_read = true;
   return response;
 }
@@ -681,7 +719,7 @@ runtime::Task<v1::WaitTasksResponse> Engine::WaitTasks(v1::WaitTasksRequest requ
         *response.add_done() = task;
         exception |= task.state() == v1::Task::FAILED || task.state() == v1::Task::TIMED_OUT;
       } else {
-        *response.add_pending() = task;
+        *response.add_pending() = View(*it->second);
       }
     }
     const bool all = response.pending().empty();

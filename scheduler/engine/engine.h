@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -332,6 +333,13 @@ class Engine {
   void SignalIfIdle();
   // `event` is set when the task ends (at once if it has).
   static void AddEndWaiter(TaskRecord& task, const std::shared_ptr<runtime::Event>& event);
+  // Delayed tasks that wait only for their start time get their coroutine then (StartDue).
+  void AddDelayed(TaskRecord& task, absl::Time start);
+  void StartDue();
+  void ArmDelayedTimer();
+  // The task as clients see it: a delayed task that has not begun shows waiting.until (not kept
+  // in the record: 140 B a pending task).
+  v1::Task View(const TaskRecord& task) const;
 
   runtime::EventLoop& loop_;
   process::ProcessSupervisor& processes_;
@@ -362,6 +370,11 @@ class Engine {
   int64_t log_bytes_ = 0;
   bool draining_ = false;
   runtime::Event idle_;  // set when no task is pending
+  // Delayed tasks without a coroutine yet, by start time; one timer for the earliest (a timer
+  // each cost ~100 B a task).
+  absl::btree_set<std::pair<absl::Time, TaskRecord*>> delayed_;
+  runtime::TimerHandle delayed_timer_;
+  absl::Time delayed_timer_at_ = absl::InfiniteFuture();
 };
 
 }  // namespace cotask::engine

@@ -539,6 +539,42 @@ TEST_F(EngineTest, WaitTasksTimeoutAnswersWithWhatHasEndedAndCancelsNothing) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("no task t-nope")));
 }
 
+// Delayed tasks share one timer: created in any order, each starts at its own time, each shows
+// its start as waiting.until until then, and a cancelled one leaves the others' starts alone.
+TEST_F(EngineTest, DelayedTasksStartInTheOrderOfTheirStartTimesWhateverTheirCreationOrder) {
+  using google::protobuf::util::TimeUtil;
+  std::vector<std::string> ids;
+  for (int delay_ms : {90, 30, 60, 45}) {
+    v1::CreateTaskRequest request = SleepRequest(0);
+    request.mutable_options()->mutable_delay()->set_nanos(delay_ms * 1'000'000);
+    auto created = engine().CreateTask(request);
+    ASSERT_TRUE(created.ok()) << created.status();
+    EXPECT_EQ(created->waiting().until(), created->start_after());
+    ids.push_back(created->id());
+  }
+  v1::CancelTaskRequest cancel;
+  cancel.set_id(ids[1]);  // the earliest
+  ASSERT_TRUE(engine_->CancelTask(cancel)->cancelled());
+  v1::ListTasksRequest list;
+  auto listed = engine_->ListTasks(list);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->tasks_size(), 4);
+  EXPECT_FALSE(listed->tasks(1).has_waiting());  // CANCELLED: it waits for nothing
+  EXPECT_EQ(listed->tasks(3).waiting().until(), listed->tasks(3).start_after());
+  int64_t previous_start = 0;
+  for (int i : {3, 2, 0}) {  // 45, 60, 90 ms
+    const v1::Task task = AwaitTask(ids[i]);
+    EXPECT_EQ(task.state(), v1::Task::SUCCEEDED) << i;
+    EXPECT_FALSE(task.has_waiting()) << i;
+    const int64_t start = TimeUtil::TimestampToNanoseconds(task.start_time());
+    EXPECT_GE(start, TimeUtil::TimestampToNanoseconds(task.start_after())) << i;
+    EXPECT_GT(start, previous_start) << i;
+    previous_start = start;
+  }
+  EXPECT_EQ(AwaitTask(ids[1]).state(), v1::Task::CANCELLED);
+  EXPECT_FALSE(AwaitTask(ids[1]).has_start_time());
+}
+
 TEST_F(EngineTest, ADelayedTaskStaysPendingUntilItsStartAndCanBeCancelledMeanwhile) {
   using google::protobuf::util::TimeUtil;
   v1::CreateTaskRequest request = SleepRequest(0);

@@ -380,7 +380,7 @@ bool Engine::CancelTaskRecord(TaskRecord& record, const std::string& message) {
   if (!record.started) {
     // Cancelled before its coroutine began (or, delayed, before it had one): it never runs
     // (asyncio), and it ends here.
-    record.start_timer.Cancel();
+    delayed_.erase({ToTime(record.task.start_after()), &record});
     if (record.life) record.life.Cancel(message);
     Transition(record, v1::Task::CANCELLED, CancelledError(record.task));
     return true;

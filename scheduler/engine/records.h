@@ -64,8 +64,7 @@ struct Engine::TaskRecord {
   EventLog log;
   GroupRecord* group = nullptr;
   RunnerRecord* runner = nullptr;
-  runtime::TaskRef life;             // the coroutine; set until the task has ended
-  runtime::TimerHandle start_timer;  // a delayed task's: creates `life` at its start time
+  runtime::TaskRef life;  // the coroutine; set until the task has ended
   bool started = false;
   std::string output_tail;  // exec: the last bytes of stdout and stderr
   bool output_truncated = false;
