@@ -207,7 +207,7 @@ void Engine::PushRunnerReport(RunnerRecord& runner, v1::RunnerResponse report) {
 void Engine::WatchSlowTask(TaskRecord& record) {
   RunnerRecord& runner = *record.runner;
   if (!runner.context.debug()) return;
-  record.slow_timer = loop_.CallLater(
+  record.rare().slow_timer = loop_.CallLater(
       ToChrono(runner.slow_task_duration),
       [this, id = record.task.id(), attempt = record.task.attempt()] {
         auto it = tasks_.find(id);

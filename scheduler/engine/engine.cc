@@ -648,9 +648,9 @@ void Engine::AddEndWaiter(TaskRecord& task, const std::shared_ptr<runtime::Event
     return;
   }
   // Calls that gave up (timeout, cancel) leave expired entries: drop them as new ones come.
-  std::erase_if(task.end_waiters,
-                [](const std::weak_ptr<runtime::Event>& w) { return w.expired(); });
-  task.end_waiters.push_back(event);
+  std::vector<std::weak_ptr<runtime::Event>>& waiters = task.rare().end_waiters;
+  std::erase_if(waiters, [](const std::weak_ptr<runtime::Event>& w) { return w.expired(); });
+  waiters.push_back(event);
 }
 
 runtime::Task<v1::Task> Engine::Run(v1::CreateTaskRequest request) {

@@ -212,8 +212,10 @@ void Engine::EndAttempt(TaskRecord& record, v1::Task::State outcome, const absl:
   // The next attempt starts afresh.
   task.set_attempt(task.attempt() + 1);
   task.clear_result();
-  record.output_tail.clear();
-  record.output_truncated = false;
+  if (record.has_rare()) {
+    record.rare().output_tail.clear();
+    record.rare().output_truncated = false;
+  }
   Transition(record, v1::Task::PENDING);
 }
 
@@ -243,10 +245,11 @@ void Engine::AppendOutput(TaskRecord& task, v1::Output::Stream stream, absl::str
   if (!task.task.spec().has_exec()) return;
   // An exec task's result keeps the tail: trimmed in amortized O(1) by letting it grow to twice.
   const size_t keep = options_.exec_output_tail_bytes;
-  task.output_tail.append(bytes.data(), bytes.size());
-  if (task.output_tail.size() > 2 * keep) {
-    task.output_tail.erase(0, task.output_tail.size() - keep);
-    task.output_truncated = true;
+  TaskRecord::Rare& rare = task.rare();
+  rare.output_tail.append(bytes.data(), bytes.size());
+  if (rare.output_tail.size() > 2 * keep) {
+    rare.output_tail.erase(0, rare.output_tail.size() - keep);
+    rare.output_truncated = true;
   }
 }
 
@@ -277,13 +280,16 @@ runtime::Task<Engine::Outcome> Engine::RunExec(TaskRecord* task) {
             bytes);
       });
   v1::TaskResult& result = *task->task.mutable_result();
-  const size_t keep = options_.exec_output_tail_bytes;
-  if (task->output_tail.size() > keep) {
-    task->output_tail.erase(0, task->output_tail.size() - keep);
-    task->output_truncated = true;
+  if (task->has_rare()) {  // it wrote something
+    TaskRecord::Rare& rare = task->rare();
+    const size_t keep = options_.exec_output_tail_bytes;
+    if (rare.output_tail.size() > keep) {
+      rare.output_tail.erase(0, rare.output_tail.size() - keep);
+      rare.output_truncated = true;
+    }
+    result.set_output(rare.output_tail);
+    result.set_output_truncated(rare.output_truncated);
   }
-  result.set_output(task->output_tail);
-  result.set_output_truncated(task->output_truncated);
   // (A cancelled Run may have started the process or not; only a spawn error says it could not.)
   if (options_.observer != nullptr && (exit.ok() || !absl::IsCancelled(exit.status()))) {
     options_.observer->OnSpawn(exit.ok());
@@ -309,7 +315,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   v1::Task& task = record.task;
   COTASK_CHECK(!IsTerminal(task.state()), "a terminal task state changed");
   const v1::Task::State from = task.state();
-  if (from == v1::Task::RUNNING) record.slow_timer.Cancel();
+  if (from == v1::Task::RUNNING && record.has_rare()) record.rare().slow_timer.Cancel();
   task.set_state(to);
   const google::protobuf::Timestamp now = NowProto();
   if (to != v1::Task::PENDING) task.clear_waiting();
@@ -352,10 +358,12 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   if (!terminal) return;
 
   record.life = runtime::TaskRef();
-  for (const std::weak_ptr<runtime::Event>& waiter : record.end_waiters) {
-    if (std::shared_ptr<runtime::Event> event = waiter.lock()) event->Set();
+  if (record.has_rare()) {
+    for (const std::weak_ptr<runtime::Event>& waiter : record.rare().end_waiters) {
+      if (std::shared_ptr<runtime::Event> event = waiter.lock()) event->Set();
+    }
+    record.rare().end_waiters.clear();
   }
-  record.end_waiters.clear();
   --pending_tasks_;
   finished_tasks_.push_back(task.id());
   if (GroupRecord* group = record.group) {

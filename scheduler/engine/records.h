@@ -60,20 +60,33 @@ inline LabelBounds LabelBoundsOf(const EngineOptions& options) {
 struct Engine::TaskRecord {
   explicit TaskRecord(size_t max_log_bytes) : log(max_log_bytes) {}
 
+  // What only some tasks use (exec output, awaiting calls, debug runners), made on first use:
+  // a pending task costs 64 B less without it.
+  struct Rare {
+    std::string output_tail;  // exec: the last bytes of stdout and stderr
+    bool output_truncated = false;
+    std::vector<std::weak_ptr<runtime::Event>> end_waiters;  // Run and WaitTasks calls
+    runtime::TimerHandle slow_timer;                         // a debug runner's slow-task report
+  };
+  Rare& rare() {
+    if (rare_ == nullptr) rare_ = std::make_unique<Rare>();
+    return *rare_;
+  }
+  bool has_rare() const { return rare_ != nullptr; }
+
   v1::Task task;
   EventLog log;
   GroupRecord* group = nullptr;
   RunnerRecord* runner = nullptr;
   runtime::TaskRef life;  // the coroutine; set until the task has ended
   bool started = false;
-  std::string output_tail;  // exec: the last bytes of stdout and stderr
-  bool output_truncated = false;
-  std::vector<std::weak_ptr<runtime::Event>> end_waiters;  // Run and WaitTasks calls
   // A client has been given the task's outcome (Get, List, Run, WaitTasks, Watch, its group):
   // a debug runner reports failures nobody read.
   mutable bool outcome_read = false;
-  runtime::TimerHandle slow_timer;          // a debug runner's slow-task report
   std::unique_ptr<DispatchState> dispatch;  // dispatch tasks only
+
+ private:
+  std::unique_ptr<Rare> rare_;
 };
 
 // A task's place in its queue: the queue's order (FIFO, LIFO, priority) is the order of these.
