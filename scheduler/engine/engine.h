@@ -345,8 +345,8 @@ class Engine {
   process::ProcessSupervisor& processes_;
   const EngineOptions options_;
 
-  // Ordered by id, i.e. by creation time, for listing.
-  absl::btree_map<std::string, std::unique_ptr<TaskRecord>> tasks_;
+  // Ordered by id, i.e. by creation time, for listing. (The key views the task's own id.)
+  absl::btree_map<absl::string_view, std::unique_ptr<TaskRecord>> tasks_;
   absl::btree_map<std::string, std::unique_ptr<GroupRecord>> groups_;
   // request_id -> its task (the key views the task's own request_id: no second copy).
   absl::flat_hash_map<absl::string_view, TaskRecord*> task_requests_;
