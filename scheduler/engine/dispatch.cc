@@ -667,7 +667,7 @@ absl::Status Engine::WorkerMessage(const std::string& id, const v1::WorkRequest&
         v1::Event event;  // (its task is stamped as it is read: StampEvents)
         *event.mutable_time() = NowProto();
         *event.mutable_progress() = progress.progress();
-        AppendToLog(record->log, std::move(event));
+        AppendToLog(TaskLog(*record), std::move(event));
       }
       break;
     }

@@ -1048,10 +1048,10 @@ void Engine::StampEvents(const v1::WatchRequest& target, std::vector<v1::Event>*
   }
 }
 
-EventLog* Engine::FindLog(const v1::WatchRequest& target) const {
+EventLog* Engine::FindLog(const v1::WatchRequest& target) {
   if (target.has_task()) {
     auto it = tasks_.find(target.task());
-    return it == tasks_.end() ? nullptr : &it->second->log;
+    return it == tasks_.end() ? nullptr : &TaskLog(*it->second);
   }
   auto it = groups_.find(target.group());
   return it == groups_.end() ? nullptr : &it->second->log;
@@ -1114,6 +1114,18 @@ runtime::Task<void> Engine::Drain(runtime::EventLoop::Duration timeout) {
 
 void Engine::SignalIfIdle() {
   if (pending_tasks_ == 0) idle_.Set();
+}
+
+EventLog& Engine::TaskLog(TaskRecord& task) {
+  if (task.first_event_deferred) {
+    task.first_event_deferred = false;
+    v1::Event event;
+    *event.mutable_time() = task.task.create_time();
+    event.mutable_task_state()->set_state(v1::Task::PENDING);
+    event.mutable_task_state()->set_attempt(1);
+    AppendToLog(task.log, std::move(event));
+  }
+  return task.log;
 }
 
 void Engine::AppendToLog(EventLog& log, v1::Event event, bool last) {

@@ -321,7 +321,9 @@ class Engine {
 
   absl::StatusOr<TaskRecord*> FindTask(const std::string& id, const char* field) const;
   absl::StatusOr<GroupRecord*> FindGroup(const std::string& name, const char* field) const;
-  EventLog* FindLog(const v1::WatchRequest& target) const;
+  EventLog* FindLog(const v1::WatchRequest& target);
+  // A task's log, with its deferred first event in it (TaskRecord::first_event_deferred).
+  EventLog& TaskLog(TaskRecord& task);
   std::string NewTaskId();
   void ForgetFinished();
   // Appends to a log, keeping count of the bytes all logs hold and of the events dropped.

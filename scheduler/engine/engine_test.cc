@@ -412,6 +412,44 @@ TEST_F(EngineTest, WatchPastTheEndOfAnEndedLogEndsAtOnce) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("no task t-unknown")));
 }
 
+// A task's first event (PENDING) is made when its log is first used, not stored at creation:
+// a reader still finds it first, at sequence 1 and the task's create time, before what follows.
+TEST_F(EngineTest, ATaskLogStartsWithItsPendingEventAtItsCreateTime) {
+  v1::CreateTaskRequest request = SleepRequest(0);
+  request.mutable_options()->mutable_delay()->set_seconds(3600);
+  auto created = engine().CreateTask(request);
+  ASSERT_TRUE(created.ok()) << created.status();
+  v1::WatchRequest target;
+  target.set_task(created->id());
+  target.set_no_follow(true);
+  auto batch = loop_.RunUntilComplete(engine_->NextEvents(target, 0, 1 << 20));
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->events.size(), 1u);
+  const v1::Event& pending = batch->events[0];
+  EXPECT_EQ(pending.sequence(), 1);
+  EXPECT_EQ(pending.task(), created->id());
+  EXPECT_EQ(pending.task_state().state(), v1::Task::PENDING);
+  EXPECT_EQ(pending.task_state().attempt(), 1);
+  EXPECT_EQ(pending.time(), created->create_time());
+
+  // Another task, cancelled before anything read its log: PENDING still comes first.
+  auto other = engine_->CreateTask(request);
+  ASSERT_TRUE(other.ok()) << other.status();
+  v1::CancelTaskRequest cancel;
+  cancel.set_id(other->id());
+  ASSERT_TRUE(engine_->CancelTask(cancel)->cancelled());
+  target.set_task(other->id());
+  batch = loop_.RunUntilComplete(engine_->NextEvents(target, 0, 1 << 20));
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->events.size(), 2u);
+  EXPECT_EQ(batch->events[0].sequence(), 1);
+  EXPECT_EQ(batch->events[0].task_state().state(), v1::Task::PENDING);
+  EXPECT_EQ(batch->events[0].time(), other->create_time());
+  EXPECT_EQ(batch->events[1].sequence(), 2);
+  EXPECT_EQ(batch->events[1].task_state().state(), v1::Task::CANCELLED);
+  EXPECT_TRUE(batch->ended);
+}
+
 TEST_F(EngineTest, ListGroupsFiltersByParentAndStateAndPages) {
   Engine& e = engine();
   ASSERT_TRUE(e.CreateGroup(GroupRequest("a")).ok());

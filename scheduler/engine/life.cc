@@ -208,7 +208,7 @@ void Engine::EndAttempt(TaskRecord& record, v1::Task::State outcome, const absl:
   if (task.spec().has_exec() && task.has_result()) *ended.mutable_result() = task.result();
   *ended.mutable_retry_time() = ToProto(retry_time);
   *task.mutable_waiting()->mutable_until() = ended.retry_time();
-  AppendToLog(record.log, std::move(event));
+  AppendToLog(TaskLog(record), std::move(event));
   // The next attempt starts afresh.
   task.set_attempt(task.attempt() + 1);
   task.clear_result();
@@ -241,7 +241,7 @@ void Engine::AppendOutput(TaskRecord& task, v1::Output::Stream stream, absl::str
   *event.mutable_time() = NowProto();
   event.mutable_output()->set_stream(stream);
   event.mutable_output()->set_data(std::string(bytes));
-  AppendToLog(task.log, std::move(event));
+  AppendToLog(TaskLog(task), std::move(event));
   if (!task.task.spec().has_exec()) return;
   // An exec task's result keeps the tail: trimmed in amortized O(1) by letting it grow to twice.
   const size_t keep = options_.exec_output_tail_bytes;
@@ -332,14 +332,19 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   if (record.dispatch != nullptr) QueueStateChanged(record, from, to);
   if (options_.observer != nullptr) options_.observer->OnTaskState(task, from, to);
 
-  v1::Event event;  // (its task and group are stamped as it is read: StampEvents)
-  *event.mutable_time() = now;
-  v1::TaskStateChange& change = *event.mutable_task_state();
-  change.set_state(to);
-  change.set_attempt(task.attempt());
-  if (terminal) {
-    if (task.has_result()) *change.mutable_result() = task.result();
-    if (task.has_error()) *change.mutable_error() = task.error();
+  if (from == v1::Task::STATE_UNSPECIFIED) {
+    record.first_event_deferred = true;  // its creation: the event is made when needed (TaskLog)
+  } else {
+    v1::Event event;  // (its task and group are stamped as it is read: StampEvents)
+    *event.mutable_time() = now;
+    v1::TaskStateChange& change = *event.mutable_task_state();
+    change.set_state(to);
+    change.set_attempt(task.attempt());
+    if (terminal) {
+      if (task.has_result()) *change.mutable_result() = task.result();
+      if (task.has_error()) *change.mutable_error() = task.error();
+    }
+    AppendToLog(TaskLog(record), std::move(event), terminal);
   }
   if (record.group != nullptr && ((to == v1::Task::PENDING && task.attempt() == 1) || terminal)) {
     // The group's log tells of its children's arrivals and endings (not their results or
@@ -354,7 +359,6 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     if (terminal && task.has_error()) *told.mutable_error() = task.error();
     AppendToLog(record.group->log, std::move(summary));
   }
-  AppendToLog(record.log, std::move(event), terminal);
   if (!terminal) return;
 
   record.life = runtime::TaskRef();

@@ -83,6 +83,9 @@ struct Engine::TaskRecord {
   // A client has been given the task's outcome (Get, List, Run, WaitTasks, Watch, its group):
   // a debug runner reports failures nobody read.
   mutable bool outcome_read = false;
+  // The log's first event (PENDING, attempt 1, at create_time) is not stored yet: it is made
+  // when the log is first read or appended to (Engine::TaskLog). 160 B a pending task.
+  bool first_event_deferred = false;
   std::unique_ptr<DispatchState> dispatch;  // dispatch tasks only
 
  private:
