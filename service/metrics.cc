@@ -7,7 +7,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -31,6 +30,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
+#include "scheduler/runtime/check.h"
 
 namespace cotask::service {
 namespace {
@@ -442,12 +442,9 @@ GrpcMethodMetrics& Metrics::GrpcMethod(std::string_view service, std::string_vie
       google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(std::string(service));
   const google::protobuf::MethodDescriptor* found =
       found_service == nullptr ? nullptr : found_service->FindMethodByName(std::string(method));
-  if (found == nullptr) {
-    std::fprintf(stderr, "cotaskd: no gRPC method %.*s/%.*s to count\n",
-                 static_cast<int>(service.size()), service.data(), static_cast<int>(method.size()),
-                 method.data());
-    std::abort();
-  }
+  COTASK_CHECK(found != nullptr, (std::string("no gRPC method ") + std::string(service) + "/" +
+                                  std::string(method) + " to count")
+                                     .c_str());
   return state_->Method(service, method, GrpcType(*found));
 }
 
