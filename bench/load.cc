@@ -108,8 +108,9 @@ class Report {
   std::vector<std::pair<std::string, double>> values_;
 };
 
-// A closed-loop scenario's figures: calls a second since `start`, and each call's latency.
-Report ClosedLoopReport(int64_t count, Clock::time_point start, std::vector<double> micros) {
+// A calling scenario's figures (closed or open loop): calls a second since `start`, and each
+// call's latency.
+Report CallReport(int64_t count, Clock::time_point start, std::vector<double> micros) {
   Report report;
   report.Add("per_second", static_cast<double>(count) / Seconds(Clock::now() - start));
   report.AddLatencies("latency", std::move(micros));
@@ -255,7 +256,7 @@ runtime::Task<Report> Nothing(const Flags& flags) {
   } else {
     COTASK_CO_RETURN_IF_ERROR(co_await Spread(flags.count, flags.inflight, call));
   }
-  co_return ClosedLoopReport(flags.count, start, std::move(micros));
+  co_return CallReport(flags.count, start, std::move(micros));
 }
 
 runtime::Task<Report> EchoScenario(const Flags& flags) {
@@ -319,7 +320,7 @@ runtime::Task<Report> RunScenario(const Flags& flags, bool exec) {
         micros[i] = Seconds(Clock::now() - began) * 1e6;
         co_return absl::OkStatus();
       }));
-  co_return ClosedLoopReport(flags.count, start, std::move(micros));
+  co_return CallReport(flags.count, start, std::move(micros));
 }
 
 // create, batch and dispatch: tasks into a group, then the group closed and watched to its end

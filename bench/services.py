@@ -121,20 +121,14 @@ class Bench:
         paired = ("ceiling_unary_paired", "nothing",
                   dict(count=self.n(100_000, 500), inflight=256))
         for _ in range(self.runs):
-            self.ceiling_server(paired)
-            server = self.cotaskd()
-            try:
-                self.record("run", self.load(server.address, "run", count=self.n(100_000, 500),
-                                             inflight=256))
-            finally:
-                server.stop()
-            self.ceiling_server(paired)
-            server = self.cotaskd()
-            try:
-                self.record("create_watch", self.load(server.address, "create",
-                                                      count=self.n(100_000, 500), inflight=256))
-            finally:
-                server.stop()
+            for name, scenario in (("run", "run"), ("create_watch", "create")):
+                self.ceiling_server(paired)
+                server = self.cotaskd()
+                try:
+                    self.record(name, self.load(server.address, scenario,
+                                                count=self.n(100_000, 500), inflight=256))
+                finally:
+                    server.stop()
 
     def batch(self):
         for _ in range(self.runs):
