@@ -16,7 +16,8 @@
 //               of the group sees every end: tasks/s
 //   latency     CreateTask of sleep(0) tasks at R a second (open loop) into a group watched by
 //               one Watch: create to RUNNING (the server's timestamps) and create to the end seen
-//               by the watcher (this process's clock): p50, p99, p99.9
+//               by the watcher (this process's clock), and the create calls' own latency: p50,
+//               p99, p99.9
 //   exec        Scheduler.Run of exec /bin/true, K in flight: tasks/s
 //   spawn       posix_spawn(/bin/true) + waitpid in a plain loop, one at a time: processes/s
 //   pending     N sleep tasks delayed by an hour, created in batches of B: the server's resident
@@ -378,6 +379,8 @@ runtime::Task<Report> Latency(const Flags& flags) {
   absl::flat_hash_map<std::string, Clock::time_point> sent;
   absl::flat_hash_map<std::string, Clock::time_point> seen;
   absl::flat_hash_map<std::string, Clock::time_point> pending_seen;
+  std::vector<double> create_call;
+  create_call.reserve(flags.count);
   runtime::TaskHandle<void> watch = runtime::CreateTask(WatchEnds(
       &client, group, flags.count,
       [&](const std::string& id, Clock::time_point at) { seen.emplace(id, at); },
@@ -386,6 +389,7 @@ runtime::Task<Report> Latency(const Flags& flags) {
     const auto began = Clock::now();
     COTASK_CO_ASSIGN_OR_RETURN(v1::Task task, co_await client.CreateTaskAsync(NoOp(group)));
     sent.emplace(task.id(), began);
+    create_call.push_back(Seconds(Clock::now() - began) * 1e6);
     co_return absl::OkStatus();
   };
   Tasks creates;
@@ -424,6 +428,7 @@ runtime::Task<Report> Latency(const Flags& flags) {
   report.AddLatencies("to_running", std::move(to_running));
   report.AddLatencies("to_result", std::move(to_result));
   report.AddLatencies("to_pending_seen", std::move(to_pending_seen));
+  report.AddLatencies("create_call", std::move(create_call));
   co_return report;
 }
 

@@ -118,17 +118,23 @@ class Bench:
     def unary(self):
         # Each Run run is bracketed by the ceiling, right before and right after it: the ratio's
         # two sides see the same machine (it is shared, and its speed drifts within minutes).
+        # Each scenario runs on the default cotaskd and on one whose engine thread serves the
+        # calls itself (--io_threads=0).
         paired = ("ceiling_unary_paired", "nothing",
                   dict(count=self.n(100_000, 500), inflight=256))
         for _ in range(self.runs):
-            for name, scenario in (("run", "run"), ("create_watch", "create")):
+            for name, scenario, flags in (("run", "run", ()),
+                                          ("run_io0", "run", ("--io_threads=0",)),
+                                          ("create_watch", "create", ()),
+                                          ("create_watch_io0", "create", ("--io_threads=0",))):
                 self.ceiling_server(paired)
-                server = self.cotaskd()
+                server = self.cotaskd(*flags)
                 try:
                     self.record(name, self.load(server.address, scenario,
                                                 count=self.n(100_000, 500), inflight=256))
                 finally:
                     server.stop()
+        self.ceiling_server(paired)
 
     def batch(self):
         for _ in range(self.runs):
@@ -151,14 +157,15 @@ class Bench:
                                      dict(count=self.n(5_000, 50), inflight=1)),
                                     (f"ceiling_rtt_open_{share}", "nothing",
                                      dict(count=self.n(max(2000, rate * 5), 200), rate=rate)))
-                # (The group's log keeps every task's end: 2 events per task.)
-                server = self.cotaskd("--max_log_bytes=1073741824")
-                try:
-                    self.record(f"latency_{share}", self.load(
-                        server.address, "latency", rate=rate,
-                        count=self.n(max(2000, rate * 5), 200)))
-                finally:
-                    server.stop()
+                for name, flags in ((f"latency_{share}", ()),
+                                    (f"latency_io0_{share}", ("--io_threads=0",))):
+                    # (The group's log keeps every task's end: 2 events per task.)
+                    server = self.cotaskd("--max_log_bytes=1073741824", *flags)
+                    try:
+                        self.record(name, self.load(server.address, "latency", rate=rate,
+                                                    count=self.n(max(2000, rate * 5), 200)))
+                    finally:
+                        server.stop()
 
     def exec_(self):
         for _ in range(self.runs):
@@ -281,7 +288,10 @@ def report(bench):
          "per_second", "calls/s"),
         ("ceiling: streaming echo", "ceiling_stream", "per_second", "messages/s"),
         ("Run (create and await), sleep(0)", "run", "per_second", "tasks/s"),
+        ("Run, --io_threads=0", "run_io0", "per_second", "tasks/s"),
         ("CreateTask + group Watch, sleep(0)", "create_watch", "per_second", "tasks/s"),
+        ("CreateTask + group Watch, --io_threads=0", "create_watch_io0", "per_second",
+         "tasks/s"),
         ("CreateTasks x1000 + group Watch", "batch", "per_second", "tasks/s"),
         ("create->RUNNING p50 @10% peak", "latency_10", "to_running_p50_us", "us"),
         ("create->RUNNING p99 @10% peak", "latency_10", "to_running_p99_us", "us"),
@@ -289,10 +299,19 @@ def report(bench):
         ("create->PENDING seen p50 @10% peak", "latency_10", "to_pending_seen_p50_us", "us"),
         ("create->result seen p50 @10% peak", "latency_10", "to_result_p50_us", "us"),
         ("create->result seen p99 @10% peak", "latency_10", "to_result_p99_us", "us"),
+        ("CreateTask call p50 @10% peak", "latency_10", "create_call_p50_us", "us"),
+        ("create->result seen p50 @10%, --io_threads=0", "latency_io0_10", "to_result_p50_us",
+         "us"),
+        ("create->result seen p99 @10%, --io_threads=0", "latency_io0_10", "to_result_p99_us",
+         "us"),
+        ("CreateTask call p50 @10%, --io_threads=0", "latency_io0_10", "create_call_p50_us",
+         "us"),
         ("create->RUNNING p50 @50% peak", "latency_50", "to_running_p50_us", "us"),
         ("create->RUNNING p99 @50% peak", "latency_50", "to_running_p99_us", "us"),
         ("create->result seen p50 @50% peak", "latency_50", "to_result_p50_us", "us"),
         ("create->result seen p99 @50% peak", "latency_50", "to_result_p99_us", "us"),
+        ("create->result seen p50 @50%, --io_threads=0", "latency_io0_50", "to_result_p50_us",
+         "us"),
         ("empty unary round trip p50, 1 in flight", "ceiling_rtt_paired", "latency_p50_us",
          "us"),
         ("empty unary round trip p50, open loop @10%", "ceiling_rtt_open_10", "latency_p50_us",
@@ -324,6 +343,8 @@ def report(bench):
     checks = [
         ("Run / empty unary ceiling (paired runs)", ratio("run", "ceiling_unary_paired"),
          ">= 0.6", 0.6),
+        ("Run / ceiling, --io_threads=0", ratio("run_io0", "ceiling_unary_paired"), ">= 0.6",
+         0.6),
         ("batched tasks/s", (figure(bench, "batch") or [None])[0], ">= 200000", 200_000),
         ("batched / gearmand", ratio("batch_peer_count", "gearman"), ">= 10", 10),
         ("batched / Celery", ratio("batch_peer_count", "celery"), ">= 200", 200),
@@ -334,6 +355,9 @@ def report(bench):
         ("result seen p50 @10% / unary round trip",
          ratio("latency_10", "ceiling_rtt_paired", "to_result_p50_us", "latency_p50_us"), "<= 2",
          -2),
+        ("same, --io_threads=0",
+         ratio("latency_io0_10", "ceiling_rtt_paired", "to_result_p50_us", "latency_p50_us"),
+         "<= 2", -2),
         ("result seen p50 @10% / open-loop round trip",
          ratio("latency_10", "ceiling_rtt_open_10", "to_result_p50_us", "latency_p50_us"),
          "(same rate)", None),

@@ -32,7 +32,9 @@ ABSL_FLAG(std::string, task_failure_log_level, "warning",
           "log tasks that fail or time out at this level: info, warning, error, or none");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port for Prometheus metrics on /metrics (port 0 picks one; empty: none)");
-ABSL_FLAG(int32_t, io_threads, 1, "threads serving gRPC calls (one completion queue each)");
+ABSL_FLAG(int32_t, io_threads, 1,
+          "threads serving gRPC calls (one completion queue each); 0: the engine's thread serves "
+          "them (lower latency, lower peak throughput)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "on SIGTERM/SIGINT, how long running tasks get to end before they are cancelled");
 ABSL_FLAG(int64_t, max_request_bytes, 4 << 20, "the largest request message accepted");
@@ -131,8 +133,8 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
     return absl::InvalidArgumentError(
         "--task_failure_log_level must be info, warning, error or none");
   }
-  if (options.io_threads < 1 || options.io_threads > 64) {
-    return absl::InvalidArgumentError("--io_threads must be from 1 to 64");
+  if (options.io_threads < 0 || options.io_threads > 64) {
+    return absl::InvalidArgumentError("--io_threads must be from 0 to 64");
   }
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--drain_timeout must be >= 0s");

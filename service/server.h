@@ -3,7 +3,9 @@
 // It serves cotask.v1.Scheduler, grpc.health.v1.Health and server reflection (so grpcurl and
 // grpcui work). Threads: one runs the engine's event loop (tasks, groups, executors); each of
 // `io_threads` runs the event loop of one server completion queue, where the handlers of the
-// calls live and from which they hop to the engine and back.
+// calls live and from which they hop to the engine and back. With io_threads 0 the engine's
+// loop serves the calls itself: no hops (a task's end reaches its watcher sooner), but gRPC's
+// work and the engine's share one thread (a lower peak rate).
 //
 // Thread-safety: Start, SetServing and Shutdown may be called from any thread that does not
 // run one of the server's loops.
@@ -25,6 +27,7 @@ namespace cotask::service {
 struct ServerOptions {
   // host:port to listen on; port 0 picks a free port (see Server::address()).
   std::string address = "127.0.0.1:50051";
+  // 0 to 64.
   int io_threads = 1;
   // The largest request message accepted (gRPC answers RESOURCE_EXHAUSTED past it).
   int max_request_bytes = 4 << 20;

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -41,8 +42,11 @@ namespace {
 using ::cotask::testing::ContextWithDeadline;
 using ::cotask::testing::StartDaemon;
 using ::cotask::testing::StatusIs;
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
 using namespace std::chrono_literals;
 using testing::Client;
 using testing::ErrorInfoOf;
@@ -632,16 +636,15 @@ TEST_F(SchedulerTest, PendingTasksPastTheBoundAreRefusedAndNothingIsLost) {
   EXPECT_EQ(client_.AwaitGroup("pending").state(), v1::Group::CANCELLED);
 }
 
-TEST(SchedulerDaemonTest, ServesFromSeveralIoThreads) {
-  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--io_threads=3"});
-  ASSERT_TRUE(daemon.ok()) << daemon.status();
-  // Calls from several clients at once land on the server's different completion queues.
-  std::vector<std::thread> clients;
-  clients.reserve(4);
-  std::vector<int> succeeded(4, 0);
-  for (int c = 0; c < 4; ++c) {
-    clients.emplace_back([&, c] {
-      Client client(daemon->address);
+// `clients` clients at once, each on a connection of its own, create and await 20 sleep(0)
+// tasks one after the other: how many SUCCEEDED, by client.
+std::vector<int> SucceededFromClientsAtOnce(const std::string& address, int clients) {
+  std::vector<std::thread> threads;
+  threads.reserve(clients);
+  std::vector<int> succeeded(clients, 0);
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      Client client(address);
       for (int i = 0; i < 20; ++i) {
         if (client.AwaitTask(client.MustCreate(Sleep(0))).state() == v1::Task::SUCCEEDED) {
           ++succeeded[c];
@@ -649,8 +652,49 @@ TEST(SchedulerDaemonTest, ServesFromSeveralIoThreads) {
       }
     });
   }
-  for (std::thread& t : clients) t.join();
-  EXPECT_THAT(succeeded, ::testing::Each(20));
+  for (std::thread& t : threads) t.join();
+  return succeeded;
+}
+
+TEST(SchedulerDaemonTest, ServesFromSeveralIoThreads) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--io_threads=3"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  // Calls from several clients at once land on the server's different completion queues.
+  EXPECT_THAT(SucceededFromClientsAtOnce(daemon->address, 4), ::testing::Each(20));
+}
+
+// The names of a process's threads (/proc/PID/task/*/comm).
+std::vector<std::string> ThreadNames(pid_t pid) {
+  std::vector<std::string> names;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"))) {
+    std::ifstream comm(entry.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    names.push_back(name);
+  }
+  return names;
+}
+
+TEST(SchedulerDaemonTest, NamesItsEngineAndIoThreads) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--io_threads=2"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  std::vector<std::string> names = ThreadNames(daemon->process.pid());
+  EXPECT_THAT(names, Contains("cotask-engine").Times(1));
+  EXPECT_THAT(names, Contains("cotask-io-0").Times(1));
+  EXPECT_THAT(names, Contains("cotask-io-1").Times(1));
+  EXPECT_THAT(names, Contains("cotask-procs").Times(1));  // exec tasks' spawns and reaps
+}
+
+TEST(SchedulerDaemonTest, WithNoIoThreadsTheEngineThreadServesEveryCall) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--io_threads=0"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  std::vector<std::string> names = ThreadNames(daemon->process.pid());
+  EXPECT_THAT(names, Contains("cotask-engine").Times(1));
+  EXPECT_THAT(names, Not(Contains(StartsWith("cotask-io"))));
+  // Unary calls and waits from several clients at once (a stream and the drain: the SIGTERM
+  // test below runs with --io_threads=0 too).
+  EXPECT_THAT(SucceededFromClientsAtOnce(daemon->address, 3), ::testing::Each(20));
 }
 
 TEST(SchedulerDaemonTest, ExecIsRefusedUntilAllowed) {
@@ -665,8 +709,14 @@ TEST(SchedulerDaemonTest, ExecIsRefusedUntilAllowed) {
   EXPECT_EQ(ErrorInfoOf(status).reason(), "EXEC_DISABLED");
 }
 
-TEST(SchedulerDaemonTest, SigtermWithATaskRunningCancelsItAfterTheDrainAndExitsZero) {
-  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--drain_timeout=1s"});
+class SigtermTest : public ::testing::TestWithParam<const char*> {};
+
+// With the calls served on I/O threads (the default) and on the engine's thread.
+INSTANTIATE_TEST_SUITE_P(IoThreads, SigtermTest,
+                         ::testing::Values("--io_threads=1", "--io_threads=0"));
+
+TEST_P(SigtermTest, WithATaskRunningItCancelsItAfterTheDrainAndExitsZero) {
+  auto daemon = StartDaemon({"--address=127.0.0.1:0", "--drain_timeout=1s", GetParam()});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   Client client(daemon->address);
   const std::string quick = client.MustCreate(Sleep(300));

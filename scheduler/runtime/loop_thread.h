@@ -12,6 +12,7 @@
 #define COTASK_SCHEDULER_RUNTIME_LOOP_THREAD_H_
 
 #include <memory>
+#include <string>
 #include <thread>
 
 #include "absl/functional/any_invocable.h"
@@ -34,9 +35,11 @@ class LoopThread {
 
   EventLoop& loop() { return *loop_; }
 
-  // Starts the thread: setup runs on it before the loop runs (to make what must be made on the
-  // loop's thread), teardown after the loop has stopped and before it is shut down.
-  void Start(absl::AnyInvocable<void() &&> setup = nullptr,
+  // Starts the thread, named `name` (what top -H, perf and /proc/PID/task/*/comm show; cut to
+  // 15 bytes; empty: the process's name): setup runs on it before the loop runs (to make what
+  // must be made on the loop's thread), teardown after the loop has stopped and before it is
+  // shut down.
+  void Start(std::string name = "", absl::AnyInvocable<void() &&> setup = nullptr,
              absl::AnyInvocable<void() &&> teardown = nullptr);
   // Makes the loop return, runs teardown, shuts the loop down and joins the thread. Does
   // nothing if the thread never started or has been stopped.

@@ -8,7 +8,9 @@
 // touch only what belongs to `target`. Its outcome comes back to the awaiting task through
 // Post. Cancelling the awaiting task cancels the remote task (through a Post) and goes on
 // waiting for its outcome, as awaiting a task does. If `target` has been shut down, the
-// outcome is UNAVAILABLE at once.
+// outcome is UNAVAILABLE at once. If `target` is the caller's own loop (a server whose calls
+// are served on the engine's loop), nothing is posted: the task is created, and its outcome
+// and a cancel are handed over, directly; the semantics are the same.
 #ifndef COTASK_SCHEDULER_RUNTIME_RUN_ON_H_
 #define COTASK_SCHEDULER_RUNTIME_RUN_ON_H_
 
@@ -61,7 +63,11 @@ Task<void> RunRemote(std::shared_ptr<CrossLoopCall<T>> call, Task<T> task) {
   call->remote = TaskRef();  // this thread's references, dropped on this thread
   inner = TaskHandle<T>();
   EventLoop* origin = call->origin;
-  origin->Post([call = std::move(call)] { call->Finish(); });
+  if (origin == EventLoop::Current()) {
+    call->Finish();
+  } else {
+    origin->Post([call = std::move(call)] { call->Finish(); });
+  }
   co_return absl::OkStatus();
 }
 
@@ -82,6 +88,11 @@ class RunOnAwaiter final : public CancelHook {
   bool await_suspend(std::coroutine_handle<> at) {
     call_->origin = &self_->loop();
     call_->waiter = self_;
+    if (target_ == call_->origin) {
+      target_->CreateTask(RunRemote(call_, std::move(task_)));
+      self_->Suspend(at, this);
+      return true;
+    }
     const bool posted =
         target_->Post([target = target_, call = call_, task = std::move(task_)]() mutable {
           target->CreateTask(RunRemote(call, std::move(task)));
@@ -107,14 +118,19 @@ class RunOnAwaiter final : public CancelHook {
 
   void OnCancel() override {
     call_->forwarded = true;
-    target_->Post([call = call_, message = self_->cancel_message()] {
+    auto cancel = [call = call_, message = self_->cancel_message()] {
       if (call->remote) {
         call->remote.Cancel(message);
       } else if (!call->result.has_value()) {
         call->cancel_before_start = true;
         call->cancel_message = message;
       }
-    });
+    };
+    if (target_ == call_->origin) {
+      cancel();
+    } else {
+      target_->Post(std::move(cancel));
+    }
   }
 
  private:

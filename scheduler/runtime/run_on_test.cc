@@ -66,5 +66,42 @@ TEST(RunOnTest, ATargetThatHasShutDownAnswersUnavailable) {
               StatusIs(absl::StatusCode::kUnavailable, "the target event loop has shut down"));
 }
 
+// The caller's own loop as the target (a server whose calls are served on the engine's loop):
+// the same outcome, cancel and cancel-before-start, without a Post.
+TEST(RunOnTest, OnTheCallersOwnLoopItRunsThereAndReturnsTheOutcome) {
+  EventLoop loop;
+  absl::StatusOr<std::thread::id> remote = loop.RunUntilComplete(HopAndBack(&loop, 1ms));
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  EXPECT_EQ(*remote, std::this_thread::get_id());
+}
+
+TEST(RunOnTest, OnTheCallersOwnLoopCancellingTheCallerCancelsTheRemoteTask) {
+  EventLoop loop;
+  TaskHandle<std::thread::id> call = loop.CreateTask(HopAndBack(&loop, 1h));
+  loop.CallLater(5ms, [&] { call.Cancel("stop"); });
+  EXPECT_THAT(loop.RunUntilComplete(call).status(), StatusIs(absl::StatusCode::kCancelled, "stop"));
+}
+
+Task<int> CountRuns(int* runs) {
+  ++*runs;
+  co_return 7;
+}
+
+Task<int> CallCountRuns(EventLoop* loop, int* runs) {
+  co_return co_await RunOn(*loop, CountRuns(runs));
+}
+
+TEST(RunOnTest, OnTheCallersOwnLoopACancelBeforeTheRemoteStartsMeansItNeverRuns) {
+  EventLoop loop;
+  int runs = 0;
+  TaskHandle<int> call = loop.CreateTask(CallCountRuns(&loop, &runs));
+  // The caller runs first (suspending in RunOn, the remote task made but not yet run); this
+  // runs right after it, in the same iteration, before the remote task's first step.
+  loop.CallSoon([&] { call.Cancel("early"); });
+  EXPECT_THAT(loop.RunUntilComplete(call).status(),
+              StatusIs(absl::StatusCode::kCancelled, "early"));
+  EXPECT_EQ(runs, 0);
+}
+
 }  // namespace
 }  // namespace cotask::runtime
