@@ -1119,18 +1119,25 @@ void Engine::SignalIfIdle() {
 EventLog& Engine::TaskLog(TaskRecord& task) {
   if (task.first_event_deferred) {
     task.first_event_deferred = false;
-    v1::Event event;
-    *event.mutable_time() = task.task.create_time();
-    event.mutable_task_state()->set_state(v1::Task::PENDING);
-    event.mutable_task_state()->set_attempt(1);
-    AppendToLog(task.log, std::move(event));
+    AppendStateToLog(task.log, "", task.task.create_time(), v1::Task::PENDING, 1);
   }
   return task.log;
 }
 
 void Engine::AppendToLog(EventLog& log, v1::Event event, bool last) {
   const size_t before = log.bytes();
-  const int64_t dropped = log.Append(std::move(event), last);
+  CountLogged(log, before, log.Append(std::move(event), last));
+}
+
+void Engine::AppendStateToLog(EventLog& log, std::string task,
+                              const google::protobuf::Timestamp& time, v1::Task::State state,
+                              int32_t attempt, bool empty_result, bool last) {
+  const size_t before = log.bytes();
+  CountLogged(log, before,
+              log.AppendStateChange(std::move(task), time, state, attempt, empty_result, last));
+}
+
+void Engine::CountLogged(const EventLog& log, size_t before, int64_t dropped) {
   log_events_dropped_ += dropped;
   log_bytes_ += static_cast<int64_t>(log.bytes()) - static_cast<int64_t>(before);
   if (options_.observer != nullptr) options_.observer->OnEventLogs(log_bytes_, dropped);

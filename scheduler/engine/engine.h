@@ -332,6 +332,12 @@ class Engine {
   // reader's copies get them here.
   void StampEvents(const v1::WatchRequest& target, std::vector<v1::Event>* events) const;
   void AppendToLog(EventLog& log, v1::Event event, bool last = false);
+  // A plain task state change (EventLog::AppendStateChange): most of what logs hold.
+  void AppendStateToLog(EventLog& log, std::string task, const google::protobuf::Timestamp& time,
+                        v1::Task::State state, int32_t attempt, bool empty_result = false,
+                        bool last = false);
+  // The figures (and the observer) after an append to `log`, of `before` bytes, dropped `dropped`.
+  void CountLogged(const EventLog& log, size_t before, int64_t dropped);
   void SignalIfIdle();
   // `event` is set when the task ends (at once if it has).
   static void AddEndWaiter(TaskRecord& task, const std::shared_ptr<runtime::Event>& event);

@@ -4,22 +4,73 @@
 #include <cstddef>
 #include <utility>
 
+#include "google/protobuf/wire_format_lite.h"
 #include "scheduler/runtime/check.h"
 
 namespace cotask::engine {
 
+namespace {
+
+using google::protobuf::internal::WireFormatLite;
+
+// The serialized size of a submessage field (its tag is one byte) whose content is `bytes`.
+size_t FieldSize(size_t bytes) { return 1 + WireFormatLite::LengthDelimitedSize(bytes); }
+
+}  // namespace
+
 int64_t EventLog::Append(v1::Event event, bool last) {
-  COTASK_CHECK(!ended_, "appending to an event log that has ended");
   event.set_sequence(next_sequence());
   const size_t bytes = event.ByteSizeLong();
-  events_.push_back({std::move(event), bytes});
+  return Push({std::move(event), bytes}, last);
+}
+
+int64_t EventLog::AppendStateChange(std::string task, const google::protobuf::Timestamp& time,
+                                    v1::Task::State state, int32_t attempt, bool empty_result,
+                                    bool last) {
+  // What v1::Event::ByteSizeLong gives for these fields (one-byte tags; zeros are not sent).
+  size_t time_bytes = 0;
+  if (time.seconds() != 0) time_bytes += 1 + WireFormatLite::Int64Size(time.seconds());
+  if (time.nanos() != 0) time_bytes += 1 + WireFormatLite::Int32Size(time.nanos());
+  size_t change_bytes = 0;
+  if (state != 0) change_bytes += 1 + WireFormatLite::EnumSize(state);
+  if (attempt != 0) change_bytes += 1 + WireFormatLite::Int32Size(attempt);
+  if (empty_result) change_bytes += FieldSize(0);
+  size_t bytes = 1 + WireFormatLite::Int64Size(next_sequence()) + FieldSize(time_bytes) +
+                 FieldSize(change_bytes);
+  if (!task.empty()) bytes += FieldSize(task.size());
+  return Push(
+      {StateChange{std::move(task), time.seconds(), time.nanos(), state, attempt, empty_result},
+       bytes},
+      last);
+}
+
+v1::Event EventLog::Whole(const Entry& entry, int64_t sequence) {
+  v1::Event event;
+  if (const auto* change = std::get_if<StateChange>(&entry.event)) {
+    if (!change->task.empty()) event.set_task(change->task);
+    event.mutable_time()->set_seconds(change->seconds);
+    event.mutable_time()->set_nanos(change->nanos);
+    event.mutable_task_state()->set_state(change->state);
+    event.mutable_task_state()->set_attempt(change->attempt);
+    if (change->empty_result) event.mutable_task_state()->mutable_result();
+  } else {
+    event = std::get<v1::Event>(entry.event);
+  }
+  event.set_sequence(sequence);
+  return event;
+}
+
+int64_t EventLog::Push(Entry entry, bool last) {
+  COTASK_CHECK(!ended_, "appending to an event log that has ended");
+  const size_t bytes = entry.bytes;
+  events_.push_back(std::move(entry));
   bytes_ += bytes;
   ended_ = last;
   int64_t dropped = 0;
   // Keep the newest event whatever its size: a reader must always find the terminal one.
   while (bytes_ > max_bytes_ && size() > 1) {
     bytes_ -= events_[head_].bytes;
-    events_[head_].event = v1::Event();
+    events_[head_].event = StateChange{};
     ++head_;
     ++first_sequence_;
     ++dropped;
@@ -42,14 +93,22 @@ int64_t EventLog::Read(int64_t from, size_t max_bytes, std::vector<v1::Event>* o
     marker.set_sequence(first_sequence_ - 1);  // resuming after it skips the gap
     marker.mutable_truncated()->set_first_sequence(from);
     marker.mutable_truncated()->set_last_sequence(first_sequence_ - 1);
-    if (size() > 0) *marker.mutable_time() = events_[head_].event.time();
+    if (size() > 0) {
+      const Entry& first = events_[head_];
+      if (const auto* change = std::get_if<StateChange>(&first.event)) {
+        marker.mutable_time()->set_seconds(change->seconds);
+        marker.mutable_time()->set_nanos(change->nanos);
+      } else {
+        *marker.mutable_time() = std::get<v1::Event>(first.event).time();
+      }
+    }
     from = first_sequence_;
   }
   size_t taken = 0;
   while (from < next_sequence()) {
     const Entry& entry = events_[head_ + static_cast<size_t>(from - first_sequence_)];
     if (taken > 0 && taken + entry.bytes > max_bytes) break;
-    out->push_back(entry.event);
+    out->push_back(Whole(entry, from));
     taken += entry.bytes;
     ++from;
   }

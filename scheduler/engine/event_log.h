@@ -5,6 +5,10 @@
 // one Truncated event in their place (numbered as the last dropped one), never a silent gap. The
 // last event appended may end the log (a terminal state): readers then know nothing follows.
 //
+// A task's plain state change (no result, no error: most events of most logs) is kept compact,
+// its fields without a message, and made into a v1::Event when it is read: a task that nobody
+// watches never makes one. Its size counts as the event's would.
+//
 // Watchers wait with `co_await log.Changed()->Wait()`: the event is set, once, by the next
 // Append. Loop thread only.
 #ifndef COTASK_SCHEDULER_ENGINE_EVENT_LOG_H_
@@ -13,6 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <variant>
 #include <vector>
 
 #include "cotask/v1/scheduler.pb.h"
@@ -27,6 +33,12 @@ class EventLog {
   // Stamps the event with the next sequence number and appends it; `last` ends the log.
   // Returns the number of events dropped to stay within the bound.
   int64_t Append(v1::Event event, bool last = false);
+  // Appends what Append(event) would of an event with only these fields: `task` (empty: none),
+  // `time`, and task_state's `state`, `attempt` and, if `empty_result`, an empty result (a
+  // sleep task's success).
+  int64_t AppendStateChange(std::string task, const google::protobuf::Timestamp& time,
+                            v1::Task::State state, int32_t attempt, bool empty_result,
+                            bool last = false);
 
   // Appends to `out` the events from `from` on (a Truncated first for any that were
   // dropped), stopping after `max_bytes` of them (at least one event is returned if any is
@@ -42,12 +54,23 @@ class EventLog {
   size_t bytes() const { return bytes_; }
 
  private:
+  struct StateChange {
+    std::string task;
+    int64_t seconds;
+    int32_t nanos;
+    v1::Task::State state;
+    int32_t attempt;
+    bool empty_result;
+  };
   struct Entry {
-    v1::Event event;
+    std::variant<StateChange, v1::Event> event;
     size_t bytes;
   };
 
   size_t size() const { return events_.size() - head_; }
+  int64_t Push(Entry entry, bool last);
+  // The event as readers see it, numbered `sequence`.
+  static v1::Event Whole(const Entry& entry, int64_t sequence);
 
   size_t max_bytes_;
   // The events kept are events_[head_...]; the dropped ones before head_ are erased in bulk.

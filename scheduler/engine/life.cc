@@ -334,30 +334,36 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
 
   if (from == v1::Task::STATE_UNSPECIFIED) {
     record.first_event_deferred = true;  // its creation: the event is made when needed (TaskLog)
-  } else {
+  } else if (terminal &&
+             (task.has_error() || (task.has_result() && task.result().ByteSizeLong() > 0))) {
     v1::Event event;  // (its task and group are stamped as it is read: StampEvents)
     *event.mutable_time() = now;
     v1::TaskStateChange& change = *event.mutable_task_state();
     change.set_state(to);
     change.set_attempt(task.attempt());
-    if (terminal) {
-      if (task.has_result()) *change.mutable_result() = task.result();
-      if (task.has_error()) *change.mutable_error() = task.error();
-    }
+    if (task.has_result()) *change.mutable_result() = task.result();
+    if (task.has_error()) *change.mutable_error() = task.error();
     AppendToLog(TaskLog(record), std::move(event), terminal);
+  } else {
+    AppendStateToLog(TaskLog(record), "", now, to, task.attempt(), terminal && task.has_result(),
+                     terminal);
   }
   if (record.group != nullptr && ((to == v1::Task::PENDING && task.attempt() == 1) || terminal)) {
     // The group's log tells of its children's arrivals and endings (not their results or
     // output, which stay in the children's own logs, nor their retries).
     // (Its group is stamped as it is read.)
-    v1::Event summary;
-    summary.set_task(task.id());
-    *summary.mutable_time() = now;
-    v1::TaskStateChange& told = *summary.mutable_task_state();
-    told.set_state(to);
-    told.set_attempt(task.attempt());
-    if (terminal && task.has_error()) *told.mutable_error() = task.error();
-    AppendToLog(record.group->log, std::move(summary));
+    if (terminal && task.has_error()) {
+      v1::Event summary;
+      summary.set_task(task.id());
+      *summary.mutable_time() = now;
+      v1::TaskStateChange& told = *summary.mutable_task_state();
+      told.set_state(to);
+      told.set_attempt(task.attempt());
+      *told.mutable_error() = task.error();
+      AppendToLog(record.group->log, std::move(summary));
+    } else {
+      AppendStateToLog(record.group->log, task.id(), now, to, task.attempt());
+    }
   }
   if (!terminal) return;
 
