@@ -127,7 +127,8 @@ runtime::Task<void> StreamEvents(Impl* impl, const v1::WatchRequest* request,
   runtime::TaskHandle<engine::Engine::WatchBatch> next =
       runtime::CreateTask(FetchEvents(impl, *request, request->from_sequence()));
   while (true) {
-    COTASK_CO_ASSIGN_OR_RETURN(engine::Engine::WatchBatch batch, co_await next);
+    COTASK_CO_ASSIGN_OR_RETURN(engine::Engine::WatchBatch batch,
+                               co_await runtime::TakeOutcome(next));
     if (!batch.ended) next = runtime::CreateTask(FetchEvents(impl, *request, batch.next_sequence));
     for (size_t i = 0; i < batch.events.size(); ++i) {
       if (!co_await writer->Write(batch.events[i], i + 1 < batch.events.size())) {

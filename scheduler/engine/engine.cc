@@ -368,7 +368,7 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
   }
   // Validate everything first: a batch is created whole or not at all.
   size_t new_tasks = 0;
-  absl::flat_hash_set<std::string> batch_request_ids;
+  absl::flat_hash_set<absl::string_view> batch_request_ids;  // (views of the requests)
   absl::flat_hash_set<std::string> new_events;
   absl::flat_hash_map<std::string, int64_t> dispatched;  // queue -> new tasks
   // Requests made in a runner, with its context applied.

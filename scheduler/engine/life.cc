@@ -93,7 +93,7 @@ runtime::Task<void> Engine::Life(TaskRecord* record) {
       Transition(*record, v1::Task::RUNNING);
     }
     // (Not a conditional expression: GCC 12 mishandles co_await inside ?:.)
-    runtime::ResultOf<Outcome> outcome = absl::InternalError("not run");
+    runtime::ResultOf<Outcome> outcome = Outcome{};  // (set by one of the two branches)
     if (timeout > absl::ZeroDuration()) {
       outcome = co_await runtime::Timeout(ToChrono(timeout), Execute(record));
     } else {

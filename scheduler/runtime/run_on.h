@@ -58,7 +58,7 @@ Task<void> RunRemote(std::shared_ptr<CrossLoopCall<T>> call, Task<T> task) {
   TaskHandle<T> inner = CreateTask(std::move(task));
   call->remote = inner;
   if (call->cancel_before_start) inner.Cancel(call->cancel_message);
-  ResultOf<T> result = co_await inner;
+  ResultOf<T> result = co_await TakeOutcome(inner);  // (only this task reads it)
   call->result.emplace(std::move(result));
   call->remote = TaskRef();  // this thread's references, dropped on this thread
   inner = TaskHandle<T>();

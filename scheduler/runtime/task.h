@@ -298,6 +298,7 @@ class TypedTaskState final : public TaskState {
     return result_.has_value() ? StatusOf(*result_) : *kOk;
   }
   const std::optional<ResultOf<T>>& result() const { return result_; }
+  std::optional<ResultOf<T>>& mutable_result() { return result_; }
 
  private:
   ~TypedTaskState() override = default;
@@ -354,11 +355,12 @@ namespace internal {
 
 // Waits for `target` to end. Cancelling the waiting task cancels the target (as awaiting an
 // asyncio.Task does) and goes on waiting for it; with `shield`, it stops waiting at once and
-// leaves the target alone (asyncio.shield).
+// leaves the target alone (asyncio.shield). With `take`, the outcome is moved out, not copied.
 template <class T>
 class TaskEndAwaiter final : public CancelHook, public TaskWaiter {
  public:
-  TaskEndAwaiter(TypedTaskState<T>* target, bool shield) : target_(target), shield_(shield) {}
+  TaskEndAwaiter(TypedTaskState<T>* target, bool shield, bool take = false)
+      : target_(target), shield_(shield), take_(take) {}
 
   bool await_ready() {
     self_ = &CurrentTaskOrDie("awaiting a task");
@@ -382,6 +384,7 @@ class TaskEndAwaiter final : public CancelHook, public TaskWaiter {
         self_->RestorePendingCancel();
       }
     }
+    if (take_) return std::move(*target_->mutable_result());
     return *target_->result();
   }
 
@@ -407,6 +410,7 @@ class TaskEndAwaiter final : public CancelHook, public TaskWaiter {
   TypedTaskState<T>* target_;
   TaskState* self_ = nullptr;
   bool shield_;
+  bool take_;
   bool cancelled_ = false;
   bool forwarded_ = false;
 };
@@ -442,6 +446,14 @@ class TaskHandle : public TaskRef {
 template <class T>
 internal::TaskEndAwaiter<T> Shield(const TaskHandle<T>& task) {
   return internal::TaskEndAwaiter<T>(task.typed(), /*shield=*/true);
+}
+
+// Waits for `task` like `co_await task`, and moves its outcome out instead of copying it: for
+// the one reader of a task's outcome (a big reply, a batch of events). Another reader, or
+// result(), finds a moved-from value afterwards.
+template <class T>
+internal::TaskEndAwaiter<T> TakeOutcome(const TaskHandle<T>& task) {
+  return internal::TaskEndAwaiter<T>(task.typed(), /*shield=*/false, /*take=*/true);
 }
 
 // Starts `task` on the loop running on this thread (asyncio.create_task).

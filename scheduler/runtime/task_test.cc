@@ -88,6 +88,38 @@ TEST(TaskTest, ManySynchronousAwaitsDoNotGrowTheStack) {
   EXPECT_EQ(runner.Run(DeepChain(kDepth)).value(), kDepth * (kDepth + 1) / 2);
 }
 
+// Counts the copies made of it.
+struct Copies {
+  explicit Copies(int* count) : count(count) {}
+  Copies(const Copies& other) : count(other.count) { ++*count; }
+  Copies& operator=(const Copies&) = delete;
+  Copies(Copies&&) noexcept = default;
+  Copies& operator=(Copies&&) noexcept = default;
+  int* count;
+};
+
+Task<Copies> MakeCopies(int* count) { co_return Copies(count); }
+
+// Awaits a task made here twice: `co_await` (the outcome copied: other readers may come) and
+// TakeOutcome (moved out). Returns the copies made by the second alone.
+Task<int> AwaitBothWays(int* count) {
+  TaskHandle<Copies> first = CreateTask(MakeCopies(count));
+  COTASK_CO_RETURN_IF_ERROR((co_await first).status());
+  const int after_first = *count;
+  TaskHandle<Copies> second = CreateTask(MakeCopies(count));
+  COTASK_CO_RETURN_IF_ERROR((co_await TakeOutcome(second)).status());
+  EXPECT_GE(after_first, 1);
+  co_return *count - after_first;
+}
+
+TEST(TaskTest, TakeOutcomeMovesTheOutcomeOutWhereAwaitingCopiesIt) {
+  EventLoop loop;
+  int count = 0;
+  absl::StatusOr<int> copies_taking = loop.RunUntilComplete(AwaitBothWays(&count));
+  ASSERT_TRUE(copies_taking.ok()) << copies_taking.status();
+  EXPECT_EQ(*copies_taking, 0);
+}
+
 Task<void> SleepFor(EventLoop::Duration d, bool* body_ran) {
   *body_ran = true;
   co_return co_await Sleep(d);
