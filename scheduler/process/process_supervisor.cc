@@ -178,10 +178,8 @@ ProcessSupervisor::Helper::Helper(runtime::EventLoop& loop, std::shared_ptr<Loop
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   COTASK_CHECK(epoll_fd_ >= 0 && wake_fd_ >= 0, "cannot create the process helper's epoll");
   Watch(wake_fd_, EPOLLIN, Key(0, kWake));
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "cotask-procs");
-    Main();
-  });
+  thread_ = std::thread([this] { Main(); });
+  pthread_setname_np(thread_.native_handle(), "cotask-procs");
 }
 
 ProcessSupervisor::Helper::~Helper() {

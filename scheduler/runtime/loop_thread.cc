@@ -12,17 +12,18 @@ LoopThread::LoopThread() : loop_(std::make_unique<EventLoop>()) {}
 LoopThread::LoopThread(std::unique_ptr<grpc::CompletionQueue> queue)
     : loop_(std::make_unique<EventLoop>(std::move(queue))) {}
 
-void LoopThread::Start(std::string name, absl::AnyInvocable<void() &&> setup,
+void LoopThread::Start(const std::string& name, absl::AnyInvocable<void() &&> setup,
                        absl::AnyInvocable<void() &&> teardown) {
-  thread_ = std::thread([loop = loop_.get(), name = std::move(name), setup = std::move(setup),
-                         teardown = std::move(teardown)]() mutable {
-    // Linux takes at most 15 bytes and refuses a longer name.
-    if (!name.empty()) pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
-    if (setup) std::move(setup)();
-    loop->Run();
-    if (teardown) std::move(teardown)();
-    loop->Shutdown();
-  });
+  thread_ = std::thread(
+      [loop = loop_.get(), setup = std::move(setup), teardown = std::move(teardown)]() mutable {
+        if (setup) std::move(setup)();
+        loop->Run();
+        if (teardown) std::move(teardown)();
+        loop->Shutdown();
+      });
+  // Named from here, so that it has its name once Start returns. (Linux takes at most 15
+  // bytes and refuses a longer name.)
+  if (!name.empty()) pthread_setname_np(thread_.native_handle(), name.substr(0, 15).c_str());
 }
 
 void LoopThread::Stop() {

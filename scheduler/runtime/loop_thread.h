@@ -35,11 +35,11 @@ class LoopThread {
 
   EventLoop& loop() { return *loop_; }
 
-  // Starts the thread, named `name` (what top -H, perf and /proc/PID/task/*/comm show; cut to
-  // 15 bytes; empty: the process's name): setup runs on it before the loop runs (to make what
-  // must be made on the loop's thread), teardown after the loop has stopped and before it is
-  // shut down.
-  void Start(std::string name = "", absl::AnyInvocable<void() &&> setup = nullptr,
+  // Starts the thread, named `name` by the time Start returns (what top -H, perf and
+  // /proc/PID/task/*/comm show; cut to 15 bytes; empty: the process's name): setup runs on it
+  // before the loop runs (to make what must be made on the loop's thread), teardown after the loop
+  // has stopped and before it is shut down.
+  void Start(const std::string& name = "", absl::AnyInvocable<void() &&> setup = nullptr,
              absl::AnyInvocable<void() &&> teardown = nullptr);
   // Makes the loop return, runs teardown, shuts the loop down and joins the thread. Does
   // nothing if the thread never started or has been stopped.
