@@ -44,12 +44,20 @@ int64_t EventLog::AppendStateChange(std::string task, const google::protobuf::Ti
       last);
 }
 
+google::protobuf::Timestamp EventLog::TimeOf(const Entry& entry) {
+  const auto* change = std::get_if<StateChange>(&entry.event);
+  if (change == nullptr) return std::get<v1::Event>(entry.event).time();
+  google::protobuf::Timestamp time;
+  time.set_seconds(change->seconds);
+  time.set_nanos(change->nanos);
+  return time;
+}
+
 v1::Event EventLog::Whole(const Entry& entry, int64_t sequence) {
   v1::Event event;
   if (const auto* change = std::get_if<StateChange>(&entry.event)) {
     if (!change->task.empty()) event.set_task(change->task);
-    event.mutable_time()->set_seconds(change->seconds);
-    event.mutable_time()->set_nanos(change->nanos);
+    *event.mutable_time() = TimeOf(entry);
     event.mutable_task_state()->set_state(change->state);
     event.mutable_task_state()->set_attempt(change->attempt);
     if (change->empty_result) event.mutable_task_state()->mutable_result();
@@ -95,15 +103,7 @@ int64_t EventLog::Read(int64_t from, size_t max_bytes, std::vector<v1::Event>* o
     marker.set_sequence(first_sequence_ - 1);  // resuming after it skips the gap
     marker.mutable_truncated()->set_first_sequence(from);
     marker.mutable_truncated()->set_last_sequence(first_sequence_ - 1);
-    if (size() > 0) {
-      const Entry& first = events_[head_];
-      if (const auto* change = std::get_if<StateChange>(&first.event)) {
-        marker.mutable_time()->set_seconds(change->seconds);
-        marker.mutable_time()->set_nanos(change->nanos);
-      } else {
-        *marker.mutable_time() = std::get<v1::Event>(first.event).time();
-      }
-    }
+    if (size() > 0) *marker.mutable_time() = TimeOf(events_[head_]);
     from = first_sequence_;
   }
   size_t taken = 0;

@@ -69,6 +69,7 @@ class EventLog {
 
   size_t size() const { return events_.size() - head_; }
   int64_t Push(Entry entry, bool last);
+  static google::protobuf::Timestamp TimeOf(const Entry& entry);
   // The event as readers see it, numbered `sequence`.
   static v1::Event Whole(const Entry& entry, int64_t sequence);
 
