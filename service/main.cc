@@ -34,7 +34,8 @@ ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port for Prometheus metrics on /metrics (port 0 picks one; empty: none)");
 ABSL_FLAG(int32_t, io_threads, 1,
           "threads serving gRPC calls (one completion queue each); 0: the engine's thread serves "
-          "them (lower latency, lower peak throughput)");
+          "them (no thread hops: lower latency; on 2 CPUs more unary calls/s, fewer batched "
+          "tasks/s)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "on SIGTERM/SIGINT, how long running tasks get to end before they are cancelled");
 ABSL_FLAG(int64_t, max_request_bytes, 4 << 20, "the largest request message accepted");
