@@ -6,6 +6,8 @@
 #include <grpcpp/support/async_unary_call.h>
 
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -61,8 +63,9 @@ runtime::Task<void> ServeUnary(Impl* impl, runtime::EventLoop* loop,
 }
 
 // CreateTask and CreateTasks: at once, or (wait_for_room) waiting for room in a full queue, at
-// most until the call's deadline.
-template <auto kRequest, auto kEngine, auto kWaiting, class Request, class Reply>
+// most until the call's deadline. `handle(impl, request or messages, context)` hops to the
+// engine.
+template <auto kRequest, class Request, class Reply, auto kHandle>
 runtime::Task<void> ServeCreate(Impl* impl, runtime::EventLoop* loop,
                                 grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
   return internal::ServeUnary<Request, Reply>(
@@ -73,17 +76,47 @@ runtime::Task<void> ServeCreate(Impl* impl, runtime::EventLoop* loop,
       },
       [impl, loop, queue, counted] {
         loop->CreateTask(
-            ServeCreate<kRequest, kEngine, kWaiting, Request, Reply>(impl, loop, queue, counted));
+            ServeCreate<kRequest, Request, Reply, kHandle>(impl, loop, queue, counted));
       },
-      [impl](Request request, const grpc::ServerContext& context) {
-        if (request.has_wait_for_room()) {
-          return runtime::RunOn(*impl->engine_loop,
-                                std::invoke(kWaiting, *impl->engine, std::move(request),
-                                            internal::CallDeadline(context)));
-        }
-        return runtime::RunOn(*impl->engine_loop, CallEngine<kEngine, Request, Reply>(
-                                                      impl->engine, std::move(request)));
+      [impl](auto request, const grpc::ServerContext& context)
+          -> decltype(kHandle(impl, std::move(request), context)) {
+        return kHandle(impl, std::move(request), context);
       });
+}
+
+auto CreateTaskOnEngine(Impl* impl, v1::CreateTaskRequest request,
+                        const grpc::ServerContext& context) {
+  if (request.has_wait_for_room()) {
+    return runtime::RunOn(
+        *impl->engine_loop,
+        impl->engine->CreateTaskWaiting(std::move(request), internal::CallDeadline(context)));
+  }
+  return runtime::RunOn(*impl->engine_loop,
+                        CallEngine<&engine::Engine::CreateTask, v1::CreateTaskRequest, v1::Task>(
+                            impl->engine, std::move(request)));
+}
+
+// (Its request and reply are on the call's arena, which this coroutine holds while the engine
+// reads and fills them.)
+using CreateTasksMessages =
+    internal::ArenaMessages<v1::CreateTasksRequest, v1::CreateTasksResponse>;
+
+runtime::Task<void> CreateTasks(engine::Engine* engine,
+                                std::shared_ptr<CreateTasksMessages> messages,
+                                std::optional<absl::Time> wait_deadline) {
+  if (wait_deadline.has_value()) {
+    co_return co_await engine->CreateTasksWaiting(*messages->request, messages->reply,
+                                                  *wait_deadline);
+  }
+  co_return engine->CreateTasks(*messages->request, messages->reply);
+}
+
+auto CreateTasksOnEngine(Impl* impl, std::shared_ptr<CreateTasksMessages> messages,
+                         const grpc::ServerContext& context) {
+  std::optional<absl::Time> wait_deadline;
+  if (messages->request->has_wait_for_room()) wait_deadline = internal::CallDeadline(context);
+  return runtime::RunOn(*impl->engine_loop,
+                        CreateTasks(impl->engine, std::move(messages), wait_deadline));
 }
 
 // A place among the --max_watchers streams (Watch and StreamStats), given back when it goes.
@@ -331,11 +364,11 @@ void SchedulerService::Listen(runtime::EventLoop& loop, grpc::ServerCompletionQu
     return &impl->metrics->GrpcMethod(v1::Scheduler::service_full_name(), method);
   };
   loop.CreateTask(
-      ServeCreate<&Async::RequestCreateTask, &E::CreateTask, &E::CreateTaskWaiting,
-                  v1::CreateTaskRequest, v1::Task>(impl, &loop, &queue, counted("CreateTask")));
-  loop.CreateTask(ServeCreate<&Async::RequestCreateTasks, &E::CreateTasks, &E::CreateTasksWaiting,
-                              v1::CreateTasksRequest, v1::CreateTasksResponse>(
-      impl, &loop, &queue, counted("CreateTasks")));
+      ServeCreate<&Async::RequestCreateTask, v1::CreateTaskRequest, v1::Task, &CreateTaskOnEngine>(
+          impl, &loop, &queue, counted("CreateTask")));
+  loop.CreateTask(
+      ServeCreate<&Async::RequestCreateTasks, v1::CreateTasksRequest, v1::CreateTasksResponse,
+                  &CreateTasksOnEngine>(impl, &loop, &queue, counted("CreateTasks")));
   loop.CreateTask(ServeUnary<&Async::RequestGetTask, &E::GetTask, v1::GetTaskRequest, v1::Task>(
       impl, &loop, &queue, counted("GetTask")));
   loop.CreateTask(ServeUnary<&Async::RequestListTasks, &E::ListTasks, v1::ListTasksRequest,

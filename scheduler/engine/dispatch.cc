@@ -275,27 +275,29 @@ runtime::Task<v1::Task> Engine::CreateTaskWaiting(v1::CreateTaskRequest request,
   const v1::CreateTaskRequest* one[] = {&request};
   while (true) {
     std::string full;
-    absl::StatusOr<v1::CreateTasksResponse> created = CreateBatch(one, false, &full);
-    if (created.ok()) co_return std::move(*created->mutable_tasks(0));
-    if (full.empty()) co_return created.status();
+    google::protobuf::RepeatedPtrField<v1::Task> created;
+    const absl::Status status = CreateBatch(one, false, &created, &full);
+    if (status.ok()) co_return std::move(*created.Mutable(0));
+    if (full.empty()) co_return status;
     COTASK_CO_ASSIGN_OR_RETURN(bool room, co_await AwaitRoom(full, deadline));
     if (!room) {
       if (options_.observer != nullptr) options_.observer->OnQueueFull(full);
-      co_return created.status();
+      co_return status;
     }
   }
 }
 
-runtime::Task<v1::CreateTasksResponse> Engine::CreateTasksWaiting(v1::CreateTasksRequest request,
-                                                                  absl::Time call_deadline) {
+runtime::Task<void> Engine::CreateTasksWaiting(const v1::CreateTasksRequest& request,
+                                               v1::CreateTasksResponse* reply,
+                                               absl::Time call_deadline) {
   COTASK_CO_ASSIGN_OR_RETURN(absl::Time deadline,
                              WaitDeadline(request.wait_for_room(), call_deadline));
   std::vector<const v1::CreateTaskRequest*> requests;
   for (const v1::CreateTaskRequest& one : request.requests()) requests.push_back(&one);
   while (true) {
     std::string full;
-    absl::StatusOr<v1::CreateTasksResponse> created = CreateBatch(requests, true, &full);
-    if (created.ok() || full.empty()) co_return created;
+    const absl::Status status = CreateBatch(requests, true, reply->mutable_tasks(), &full);
+    if (status.ok() || full.empty()) co_return status;
     // A batch larger than the queue's maxsize never fits: no use waiting.
     int64_t count = 0;
     for (const v1::CreateTaskRequest* one : requests) {
@@ -307,7 +309,7 @@ runtime::Task<v1::CreateTasksResponse> Engine::CreateTasksWaiting(v1::CreateTask
     }
     if (!room) {
       if (options_.observer != nullptr) options_.observer->OnQueueFull(full);
-      co_return created;
+      co_return status;
     }
   }
 }

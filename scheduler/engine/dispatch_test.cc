@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/arena.h"
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "scheduler/engine/engine_fixture.h"
@@ -400,7 +401,8 @@ TEST_F(DispatchTest, FullQueueRefusesCreatesAndLosesNothing) {
   v1::CreateTasksRequest batch;
   *batch.add_requests() = SleepRequest(0);
   *batch.add_requests() = DispatchRequest("small", "d");
-  EXPECT_THAT(engine_->CreateTasks(batch).status(), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(CreateTasks(*engine_, batch).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(engine_->counts().tasks, 2u);  // the batch made nothing
   EXPECT_EQ(Queue("small").size(), 2);
 
@@ -420,6 +422,45 @@ TEST_F(DispatchTest, FullQueueRefusesCreatesAndLosesNothing) {
               StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(Get(a).state(), v1::Task::RUNNING);
   EXPECT_EQ(Get(b).state(), v1::Task::QUEUED);
+}
+
+TEST_F(DispatchTest, ABatchThatWaitsForRoomIsMadeWholeIntoTheCallersReply) {
+  EngineOptions options = Options();
+  options.queues.push_back({"small", v1::Queue::FIFO, 1});
+  Start(options);
+  Create(DispatchRequest("small", "a"));
+  // The request and the reply on an arena, as the server has them.
+  google::protobuf::Arena arena;
+  auto* batch = google::protobuf::Arena::CreateMessage<v1::CreateTasksRequest>(&arena);
+  auto* reply = google::protobuf::Arena::CreateMessage<v1::CreateTasksResponse>(&arena);
+  *batch->add_requests() = SleepRequest(0);
+  *batch->add_requests() = DispatchRequest("small", "b");
+  *batch->mutable_wait_for_room() = TimeUtil::SecondsToDuration(5);
+  runtime::TaskHandle<void> create = loop_.CreateTask(engine_->CreateTasksWaiting(*batch, reply));
+  RunFor(20ms);
+  EXPECT_FALSE(create.done());
+  EXPECT_EQ(reply->tasks_size(), 0);
+  EXPECT_EQ(engine_->counts().tasks, 1u);  // not even the sleep task
+  Open(Hello({"small"}, 1));               // takes "a": room for "b"
+  ASSERT_TRUE(loop_.RunUntilComplete(create).ok());
+  ASSERT_EQ(reply->tasks_size(), 2);
+  EXPECT_TRUE(reply->tasks(0).spec().has_sleep());
+  EXPECT_EQ(reply->tasks(1).spec().dispatch().payload(), "b");
+  EXPECT_EQ(reply->tasks(1).state(), v1::Task::PENDING);
+  RunFor(10ms);
+  EXPECT_EQ(Get(reply->tasks(1).id()).state(), v1::Task::QUEUED);
+
+  // One with more of a queue's tasks than its maxsize can never fit: refused at once, with
+  // nothing made.
+  *batch->add_requests() = DispatchRequest("small", "c");
+  reply->Clear();
+  runtime::TaskHandle<void> hopeless = loop_.CreateTask(engine_->CreateTasksWaiting(*batch, reply));
+  RunFor(20ms);
+  ASSERT_TRUE(hopeless.done());
+  EXPECT_THAT(loop_.RunUntilComplete(hopeless),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("queue small is full")));
+  EXPECT_EQ(reply->tasks_size(), 0);
+  EXPECT_EQ(engine_->counts().tasks, 3u);
 }
 
 TEST_F(DispatchTest, PausedQueueHoldsItsTasksUntilResumed) {

@@ -344,20 +344,23 @@ absl::Status Engine::ValidateCoordination(const v1::TaskOptions& options) const 
 
 absl::StatusOr<v1::Task> Engine::CreateTask(const v1::CreateTaskRequest& request) {
   const v1::CreateTaskRequest* one[] = {&request};
-  COTASK_ASSIGN_OR_RETURN(v1::CreateTasksResponse created, CreateBatch(one, /*name_items=*/false));
-  return std::move(*created.mutable_tasks(0));
+  google::protobuf::RepeatedPtrField<v1::Task> created;
+  COTASK_RETURN_IF_ERROR(CreateBatch(one, /*name_items=*/false, &created));
+  return std::move(*created.Mutable(0));
 }
 
-absl::StatusOr<v1::CreateTasksResponse> Engine::CreateTasks(const v1::CreateTasksRequest& request) {
+absl::Status Engine::CreateTasks(const v1::CreateTasksRequest& request,
+                                 v1::CreateTasksResponse* reply) {
   std::vector<const v1::CreateTaskRequest*> requests;
   requests.reserve(request.requests_size());
   for (const v1::CreateTaskRequest& one : request.requests()) requests.push_back(&one);
-  return CreateBatch(requests, /*name_items=*/true);
+  return CreateBatch(requests, /*name_items=*/true, reply->mutable_tasks());
 }
 
-absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
-    absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items,
-    std::string* full_queue) {
+absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> requests,
+                                 bool name_items,
+                                 google::protobuf::RepeatedPtrField<v1::Task>* created,
+                                 std::string* full_queue) {
   if (draining_) {
     return Error(absl::StatusCode::kUnavailable, "DRAINING",
                  "the server is shutting down and takes no new tasks");
@@ -428,19 +431,19 @@ absl::StatusOr<v1::CreateTasksResponse> Engine::CreateBatch(
       return room;
     }
   }
-  v1::CreateTasksResponse response;
+  created->Reserve(created->size() + static_cast<int>(effective.size()));
   for (const v1::CreateTaskRequest* request : effective) {
     const v1::CreateTaskRequest& one = *request;
     if (!one.request_id().empty()) {
       if (auto it = task_requests_.find(one.request_id()); it != task_requests_.end()) {
-        *response.add_tasks() = View(*it->second);
+        ViewInto(*it->second, created->Add());
         continue;
       }
     }
-    *response.add_tasks() = View(AddTask(one));
+    ViewInto(AddTask(one), created->Add());
   }
   ForgetFinished();
-  return response;
+  return absl::OkStatus();
 }
 
 std::string Engine::NewTaskId() {
@@ -553,12 +556,17 @@ void Engine::StartDue() {
 }
 
 v1::Task Engine::View(const TaskRecord& task) const {
-  v1::Task view = task.task;
+  v1::Task view;
+  ViewInto(task, &view);
+  return view;
+}
+
+void Engine::ViewInto(const TaskRecord& task, v1::Task* view) const {
+  view->CopyFrom(task.task);
   if (!task.started && task.task.state() == v1::Task::PENDING && task.task.has_start_after() &&
       !task.task.waiting().has_until()) {
-    *view.mutable_waiting()->mutable_until() = task.task.start_after();
+    *view->mutable_waiting()->mutable_until() = task.task.start_after();
   }
-  return view;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -143,7 +143,9 @@ class Engine {
   ~Engine();
 
   absl::StatusOr<v1::Task> CreateTask(const v1::CreateTaskRequest& request);
-  absl::StatusOr<v1::CreateTasksResponse> CreateTasks(const v1::CreateTasksRequest& request);
+  // Fills `reply` (empty; it may be on the caller's protobuf Arena, so that a large batch's
+  // reply is built without a heap allocation per message and freed where the caller is).
+  absl::Status CreateTasks(const v1::CreateTasksRequest& request, v1::CreateTasksResponse* reply);
   absl::StatusOr<v1::Task> GetTask(const v1::GetTaskRequest& request) const;
   absl::StatusOr<v1::ListTasksResponse> ListTasks(const v1::ListTasksRequest& request) const;
   absl::StatusOr<v1::CancelTaskResponse> CancelTask(const v1::CancelTaskRequest& request);
@@ -177,8 +179,10 @@ class Engine {
   // instead of failing at once. Cancellable.
   runtime::Task<v1::Task> CreateTaskWaiting(v1::CreateTaskRequest request,
                                             absl::Time deadline = absl::InfiniteFuture());
-  runtime::Task<v1::CreateTasksResponse> CreateTasksWaiting(
-      v1::CreateTasksRequest request, absl::Time deadline = absl::InfiniteFuture());
+  // (`request` and `reply` belong to the caller, who keeps them until this task has ended.)
+  runtime::Task<void> CreateTasksWaiting(const v1::CreateTasksRequest& request,
+                                         v1::CreateTasksResponse* reply,
+                                         absl::Time deadline = absl::InfiniteFuture());
 
   // Workers (Workers.Work, one stream each). OpenWorker registers the worker of a `hello` and
   // gives the stream's first message; `peer` is for ListWorkers.
@@ -237,11 +241,12 @@ class Engine {
   struct DispatchState;
   struct Lease;
 
-  // Creates all the tasks or none; name_items: errors name the item ("requests[3].spec"). When
-  // a queue is full, `full_queue` (if given) names it.
-  absl::StatusOr<v1::CreateTasksResponse> CreateBatch(
-      absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items,
-      std::string* full_queue = nullptr);
+  // Creates all the tasks or none, appending them to `created` (untouched on an error);
+  // name_items: errors name the item ("requests[3].spec"). When a queue is full, `full_queue`
+  // (if given) names it.
+  absl::Status CreateBatch(absl::Span<const v1::CreateTaskRequest* const> requests, bool name_items,
+                           google::protobuf::RepeatedPtrField<v1::Task>* created,
+                           std::string* full_queue = nullptr);
   // The queues a batch's dispatch tasks go to have room for them (and new queues are within
   // max_queues).
   absl::Status CheckQueuesHaveRoom(const absl::flat_hash_map<std::string, int64_t>& new_tasks,
@@ -348,6 +353,7 @@ class Engine {
   // The task as clients see it: a delayed task that has not begun shows waiting.until (not kept
   // in the record: 140 B a pending task).
   v1::Task View(const TaskRecord& task) const;
+  void ViewInto(const TaskRecord& task, v1::Task* view) const;  // (view on any arena)
 
   runtime::EventLoop& loop_;
   process::ProcessSupervisor& processes_;

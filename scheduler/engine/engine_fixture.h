@@ -18,6 +18,14 @@
 
 namespace cotask::engine {
 
+// Engine::CreateTasks into a reply of its own.
+inline absl::StatusOr<v1::CreateTasksResponse> CreateTasks(Engine& engine,
+                                                           const v1::CreateTasksRequest& request) {
+  v1::CreateTasksResponse reply;
+  COTASK_RETURN_IF_ERROR(engine.CreateTasks(request, &reply));
+  return reply;
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   EngineTest() : processes_(loop_) {}

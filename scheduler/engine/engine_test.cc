@@ -142,7 +142,7 @@ TEST_F(EngineTest, AGroupKeepsItsFirstHundredFailuresAndCountsThemAll) {
   ASSERT_TRUE(engine().CreateGroup(request).ok());
   v1::CreateTasksRequest batch;
   for (int i = 0; i < 150; ++i) *batch.add_requests() = FailingRequest(0, "many");
-  auto created = engine_->CreateTasks(batch);
+  auto created = CreateTasks(*engine_, batch);
   ASSERT_TRUE(created.ok()) << created.status();
   ASSERT_TRUE(engine_->CloseGroup(Close("many")).ok());
   v1::Group group = AwaitGroup("many");
@@ -283,7 +283,7 @@ TEST_F(EngineTest, SameRequestIdReturnsTheSameTask) {
   v1::CreateTasksRequest batch;
   *batch.add_requests() = request;
   *batch.add_requests() = request;
-  auto third = engine_->CreateTasks(batch);
+  auto third = CreateTasks(*engine_, batch);
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(third->tasks(0).id(), first->id());
   EXPECT_EQ(third->tasks(1).id(), first->id());
@@ -294,7 +294,7 @@ TEST_F(EngineTest, BatchIsAllOrNothingAndNamesTheBadItem) {
   v1::CreateTasksRequest batch;
   *batch.add_requests() = SleepRequest(0);
   *batch.add_requests() = SleepRequest(-1000);
-  auto created = engine().CreateTasks(batch);
+  auto created = CreateTasks(engine(), batch);
   EXPECT_THAT(created.status(), StatusIs(absl::StatusCode::kInvalidArgument,
                                          HasSubstr("requests[1].spec.sleep.duration")));
   EXPECT_EQ(ErrorReason(created.status()), "INVALID_FIELD");
@@ -333,7 +333,7 @@ TEST_F(EngineTest, BadInputNamesTheFieldAndTheBound) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--exec_allow")));
   v1::CreateTasksRequest batch;
   for (int i = 0; i < 3; ++i) *batch.add_requests() = SleepRequest(0);
-  EXPECT_THAT(e.CreateTasks(batch).status(),
+  EXPECT_THAT(CreateTasks(e, batch).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("requests: 3 tasks")));
   ASSERT_TRUE(e.CreateTask(SleepRequest(10'000)).ok());
   ASSERT_TRUE(e.CreateTask(SleepRequest(10'000)).ok());

@@ -254,19 +254,30 @@ def test_a_full_queue_pushes_back_and_loses_nothing(server, workers):
             assert refused.value.metadata["bound"] == "3"
             queue = await c.get_queue("small")
             assert (queue.size, queue.maxsize) == (3, 3)
-            # One that waits for room gets in once a worker takes a task.
+            # One that waits for room gets in once a worker takes a task, and so does a batch
+            # (CreateTasks waits as a whole: its sleep task is made with its dispatch one).
             waiting = asyncio.create_task(
                 c.create_task(cotask.dispatch("small", "4"), wait_for_room=10))
+            batch = pb.CreateTasksRequest()
+            batch.requests.append(cotask.client._task_request(cotask.sleep(0, result=b"s")))
+            batch.requests.append(cotask.client._task_request(cotask.dispatch("small", "5")))
+            batch.wait_for_room.FromSeconds(10)
+            waiting_batch = asyncio.ensure_future(c.stub.CreateTasks(batch))
             await asyncio.sleep(0.2)
-            assert not waiting.done()
+            assert not waiting.done() and not waiting_batch.done()
+            assert (await c.get_queue("small")).size == 3
             await asyncio.to_thread(workers.start, "cpp", "drainer", ["small"], 1)
             late = await waiting
-            return [m.id for m in made] + [late.id]
+            late_batch = (await waiting_batch).tasks
+            assert [t.request_id for t in late_batch] == [r.request_id for r in batch.requests]
+            assert late_batch[1].spec.dispatch.payload == b"5"
+            return [m.id for m in made] + [late.id] + [t.id for t in late_batch]
 
     ids = run(scenario())
     tasks = run(await_all(server, ids))
-    assert [t.state for t in tasks] == [pb.Task.SUCCEEDED] * 4
-    assert [t.result.output.decode() for t in tasks] == ["echo:0", "echo:1", "echo:2", "echo:4"]
+    assert [t.state for t in tasks] == [pb.Task.SUCCEEDED] * 6
+    assert [t.result.output.decode() for t in tasks] == [
+        "echo:0", "echo:1", "echo:2", "echo:4", "s", "echo:5"]
 
 
 def started_order(workers, name, ids, payloads):
