@@ -210,9 +210,9 @@ void Engine::WatchSlowTask(TaskRecord& record) {
   record.rare().slow_timer = loop_.CallLater(
       ToChrono(runner.slow_task_duration),
       [this, id = record.task.id(), attempt = record.task.attempt()] {
-        auto it = tasks_.find(id);
-        if (it == tasks_.end()) return;
-        TaskRecord& task = *it->second;
+        TaskRecord* found = FindRecord(id);
+        if (found == nullptr) return;
+        TaskRecord& task = *found;
         if (task.runner == nullptr || task.task.state() != v1::Task::RUNNING ||
             task.task.attempt() != attempt) {
           return;
@@ -279,7 +279,7 @@ runtime::Task<std::vector<v1::RunnerResponse>> Engine::CloseRunner(std::string i
   }
   const std::vector<std::string> tasks(runner->tasks.begin(), runner->tasks.end());
   for (const std::string& task_id : tasks) {
-    TaskRecord& task = *tasks_.at(task_id);
+    TaskRecord& task = RecordOf(task_id);
     if (task.task.detached() || IsTerminal(task.task.state())) continue;
     CancelTaskRecord(task, message);
     closed.add_cancelled_tasks(task_id);
@@ -288,10 +288,10 @@ runtime::Task<std::vector<v1::RunnerResponse>> Engine::CloseRunner(std::string i
   absl::Status waited;
   auto ended = std::make_shared<runtime::Event>();
   for (const std::string& task_id : closed.cancelled_tasks()) {
-    auto task = tasks_.find(task_id);
-    if (!waited.ok() || task == tasks_.end()) continue;
+    TaskRecord* task = FindRecord(task_id);
+    if (!waited.ok() || task == nullptr) continue;
     ended->Clear();
-    AddEndWaiter(*task->second, ended);
+    AddEndWaiter(*task, ended);
     waited = co_await ended->Wait();
   }
   for (const std::string& name : closed.cancelled_groups()) {
@@ -304,18 +304,18 @@ runtime::Task<std::vector<v1::RunnerResponse>> Engine::CloseRunner(std::string i
   }
   std::vector<v1::RunnerResponse> last;
   for (const std::string& task_id : runner->failed_tasks) {
-    auto task = tasks_.find(task_id);
-    if (task == tasks_.end() || task->second->outcome_read) continue;
+    const TaskRecord* task = FindRecord(task_id);
+    if (task == nullptr || task->outcome_read) continue;
     v1::UnreadFailure& unread = *last.emplace_back().mutable_unread_failure();
     unread.set_task(task_id);
-    unread.set_state(task->second->task.state());
-    *unread.mutable_error() = task->second->task.error();
+    unread.set_state(task->task.state());
+    *unread.mutable_error() = task->task.error();
   }
   closed.set_reports_dropped(runner->reports_dropped);
   last.push_back(std::move(closing));
   // What it still owns (the detached, and what outlived the wait) forgets it.
   for (const std::string& task_id : runner->tasks) {
-    if (auto task = tasks_.find(task_id); task != tasks_.end()) task->second->runner = nullptr;
+    if (TaskRecord* task = FindRecord(task_id); task != nullptr) task->runner = nullptr;
   }
   for (const std::string& name : runner->groups) {
     if (auto group = groups_.find(name); group != groups_.end()) group->second->runner = nullptr;

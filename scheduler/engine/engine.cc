@@ -265,7 +265,7 @@ absl::Status Engine::ValidateCoordination(const v1::TaskOptions& options) const 
     const std::string field = absl::StrCat("options.after[", i, "]");
     const std::string& id = options.after(i);
     COTASK_RETURN_IF_ERROR(ValidateLookupKey(id, field.c_str()));
-    if (!tasks_.contains(id)) {
+    if (FindRecord(id) == nullptr) {
       return InvalidField(field, absl::StrCat("no task ", absl::CHexEscape(id),
                                               " (a dependency must exist when the task is made)"));
     }
@@ -446,17 +446,54 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
   return absl::OkStatus();
 }
 
+namespace {
+
+constexpr size_t kTaskIdDigits = 14;
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+}  // namespace
+
 std::string Engine::NewTaskId() {
   // Microseconds since the epoch, strictly increasing: ids are unique and sort by creation.
   last_id_micros_ = std::max(absl::ToUnixMicros(absl::Now()), last_id_micros_ + 1);
   // "t" and 14 hex digits (what StrFormat("t%014x") gives, without its parsing: once a task).
-  std::string id(15, '0');
+  std::string id(1 + kTaskIdDigits, '0');
   id[0] = 't';
   auto micros = static_cast<uint64_t>(last_id_micros_);
   for (size_t i = id.size() - 1; i > 0 && micros != 0; --i, micros >>= 4) {
-    id[i] = "0123456789abcdef"[micros & 0xf];
+    id[i] = kHexDigits[micros & 0xf];
   }
   return id;
+}
+
+std::optional<Engine::TaskKey> Engine::KeyOf(absl::string_view id) {
+  if (id.size() != 1 + kTaskIdDigits || id[0] != 't') return std::nullopt;
+  TaskKey key = 0;
+  for (const char c : id.substr(1)) {
+    const char* digit = std::find(kHexDigits, kHexDigits + 16, c);
+    if (digit == kHexDigits + 16) return std::nullopt;
+    key = key << 4 | static_cast<TaskKey>(digit - kHexDigits);
+  }
+  return key;
+}
+
+Engine::TaskKey Engine::OwnKey(absl::string_view id) {
+  const std::optional<TaskKey> key = KeyOf(id);
+  COTASK_CHECK(key.has_value(), "a task id NewTaskId did not make");
+  return *key;
+}
+
+Engine::TaskRecord* Engine::FindRecord(absl::string_view id) const {
+  const std::optional<TaskKey> key = KeyOf(id);
+  if (!key.has_value()) return nullptr;
+  auto it = tasks_.find(*key);
+  return it == tasks_.end() ? nullptr : it->second.get();
+}
+
+Engine::TaskRecord& Engine::RecordOf(absl::string_view id) const {
+  TaskRecord* record = FindRecord(id);
+  COTASK_CHECK(record != nullptr, "a task that must be there is not");
+  return *record;
 }
 
 Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
@@ -484,7 +521,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   // What it waits for, as far as is known before its life begins (Life keeps it up to date).
   // (Most tasks wait for nothing: no Waiting message for them.)
   for (const std::string& id : request.options().after()) {
-    if (!IsTerminal(tasks_.at(id)->task.state())) task.mutable_waiting()->add_tasks(id);
+    if (!IsTerminal(RecordOf(id).task.state())) task.mutable_waiting()->add_tasks(id);
   }
   // (A delayed task without dependencies shows its start time on read, View.)
   if (task.has_start_after() && !request.options().after().empty()) {
@@ -493,7 +530,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   for (const std::string& name : request.options().wait_events()) {
     if (!EnsureEvent(name).signal.is_set()) task.mutable_waiting()->add_events(name);
   }
-  tasks_.emplace(task.id(), std::move(owned));
+  tasks_.emplace(OwnKey(task.id()), std::move(owned));
   if (!task.request_id().empty()) task_requests_[task.request_id()] = &record;
   if (!request.runner().empty()) {
     record.runner = runners_.at(request.runner()).get();
@@ -575,14 +612,14 @@ void Engine::ViewInto(const TaskRecord& task, v1::Task* view) const {
 absl::StatusOr<Engine::TaskRecord*> Engine::FindTask(const std::string& id,
                                                      const char* field) const {
   COTASK_RETURN_IF_ERROR(ValidateLookupKey(id, field));
-  auto it = tasks_.find(id);
-  if (it == tasks_.end()) {
+  TaskRecord* record = FindRecord(id);
+  if (record == nullptr) {
     return Error(absl::StatusCode::kNotFound, "TASK_NOT_FOUND",
                  absl::StrCat("no task ", absl::CHexEscape(id),
                               " (never created, or ended long enough ago to be forgotten)"),
                  {{"task", id}});
   }
-  return it->second.get();
+  return record;
 }
 
 absl::StatusOr<v1::Task> Engine::GetTask(const v1::GetTaskRequest& request) const {
@@ -624,13 +661,19 @@ absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksReque
     if (group != groups_.end()) {
       const std::vector<std::string>& ids = group->second->task_ids;
       for (auto it = std::upper_bound(ids.begin(), ids.end(), page.after); it != ids.end(); ++it) {
-        auto task = tasks_.find(*it);
-        if (task == tasks_.end()) continue;  // forgotten
-        if (!visit(*task->second)) break;
+        TaskRecord* task = FindRecord(*it);
+        if (task == nullptr) continue;  // forgotten
+        if (!visit(*task)) break;
       }
     }
   } else {
-    for (auto it = tasks_.upper_bound(page.after); it != tasks_.end(); ++it) {
+    auto it = tasks_.begin();
+    if (!page.after.empty()) {
+      const std::optional<TaskKey> after = KeyOf(page.after);
+      if (!after.has_value()) return InvalidField("page_token", "not a token this server made");
+      it = tasks_.upper_bound(*after);
+    }
+    for (; it != tasks_.end(); ++it) {
       if (!visit(*it->second)) break;
     }
   }
@@ -672,12 +715,12 @@ runtime::Task<v1::Task> Engine::Run(v1::CreateTaskRequest request) {
   const std::string& id = created.id();
   auto ended = std::make_shared<runtime::Event>();
   while (true) {
-    auto it = tasks_.find(id);
-    if (it == tasks_.end()) {
+    TaskRecord* found = FindRecord(id);
+    if (found == nullptr) {
       co_return Error(absl::StatusCode::kNotFound, "TASK_NOT_FOUND",
                       absl::StrCat("task ", id, " ended and was forgotten before Run returned"));
     }
-    TaskRecord& record = *it->second;
+    TaskRecord& record = *found;
     if (IsTerminal(record.task.state())) {
       record.outcome_read = true;
       co_return record.task;
@@ -686,8 +729,8 @@ runtime::Task<v1::Task> Engine::Run(v1::CreateTaskRequest request) {
     AddEndWaiter(record, ended);
     if (absl::Status waited = co_await ended->Wait(); !waited.ok()) {
       // The call ended first (its deadline, or the client went away).
-      if (auto again = tasks_.find(id); again != tasks_.end() && !again->second->task.detached()) {
-        CancelTaskRecord(*again->second, "the Run call that created it ended before the task did");
+      if (TaskRecord* again = FindRecord(id); again != nullptr && !again->task.detached()) {
+        CancelTaskRecord(*again, "the Run call that created it ended before the task did");
       }
       co_return waited;
     }
@@ -719,15 +762,15 @@ runtime::Task<v1::WaitTasksResponse> Engine::WaitTasks(v1::WaitTasksRequest requ
     v1::WaitTasksResponse response;
     bool exception = false;
     for (const std::string& id : request.ids()) {
-      auto it = tasks_.find(id);
-      if (it == tasks_.end()) continue;  // ended and forgotten meanwhile
-      const v1::Task& task = it->second->task;
+      TaskRecord* record = FindRecord(id);
+      if (record == nullptr) continue;  // ended and forgotten meanwhile
+      const v1::Task& task = record->task;
       if (IsTerminal(task.state())) {
-        it->second->outcome_read = true;
+        record->outcome_read = true;
         *response.add_done() = task;
         exception |= task.state() == v1::Task::FAILED || task.state() == v1::Task::TIMED_OUT;
       } else {
-        *response.add_pending() = View(*it->second);
+        *response.add_pending() = View(*record);
       }
     }
     const bool all = response.pending().empty();
@@ -1041,7 +1084,7 @@ void Engine::TransitionGroup(GroupRecord& record, v1::Group::State to) {
 
 void Engine::StampEvents(const v1::WatchRequest& target, std::vector<v1::Event>* events) const {
   if (target.has_task()) {
-    const v1::Task& task = tasks_.at(target.task())->task;
+    const v1::Task& task = RecordOf(target.task()).task;
     for (v1::Event& event : *events) {
       if (event.has_truncated()) continue;
       event.set_task(task.id());
@@ -1058,8 +1101,8 @@ void Engine::StampEvents(const v1::WatchRequest& target, std::vector<v1::Event>*
 
 EventLog* Engine::FindLog(const v1::WatchRequest& target) {
   if (target.has_task()) {
-    auto it = tasks_.find(target.task());
-    return it == tasks_.end() ? nullptr : &TaskLog(*it->second);
+    TaskRecord* record = FindRecord(target.task());
+    return record == nullptr ? nullptr : &TaskLog(*record);
   }
   auto it = groups_.find(target.group());
   return it == groups_.end() ? nullptr : &it->second->log;
@@ -1089,7 +1132,7 @@ runtime::Task<Engine::WatchBatch> Engine::NextEvents(v1::WatchRequest target, in
     StampEvents(target, &batch.events);
     // (A reader past the end of a log that has ended has nothing more to wait for either.)
     batch.ended = log->ended() && batch.next_sequence >= log->next_sequence();
-    if (batch.ended && target.has_task()) tasks_.at(target.task())->outcome_read = true;
+    if (batch.ended && target.has_task()) RecordOf(target.task()).outcome_read = true;
     if (batch.events.empty() && target.no_follow()) batch.ended = true;  // caught up
     if (!batch.events.empty() || batch.ended) co_return batch;
     std::shared_ptr<runtime::Event> changed = log->Changed();
@@ -1169,7 +1212,7 @@ void Engine::ForgetFinished() {
     GroupRecord* gone = it->second.get();
     // Children keep their group's name, but no longer point at its record.
     for (const std::string& id : gone->task_ids) {
-      if (auto task = tasks_.find(id); task != tasks_.end()) task->second->group = nullptr;
+      if (TaskRecord* task = FindRecord(id); task != nullptr) task->group = nullptr;
     }
     for (const std::string& name : gone->group_names) {
       if (auto group = groups_.find(name); group != groups_.end()) group->second->parent = nullptr;

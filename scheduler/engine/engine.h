@@ -330,6 +330,16 @@ class Engine {
   // A task's log, with its deferred first event in it (TaskRecord::first_event_deferred).
   EventLog& TaskLog(TaskRecord& task);
   std::string NewTaskId();
+  // tasks_'s key: the number a task's id spells (NewTaskId: "t" and 14 hex digits of a strictly
+  // increasing count of microseconds). Keys sort as the ids do and compare without reading the
+  // ids' text (which cost a cache miss per comparison: 6% of the engine's thread in batches).
+  using TaskKey = uint64_t;
+  // None if `id` is not one NewTaskId makes (so no task has it).
+  static std::optional<TaskKey> KeyOf(absl::string_view id);
+  static TaskKey OwnKey(absl::string_view id);  // of an id NewTaskId made
+  // The task with this id; null if there is none (never made, or forgotten).
+  TaskRecord* FindRecord(absl::string_view id) const;
+  TaskRecord& RecordOf(absl::string_view id) const;  // one that must be there
   void ForgetFinished();
   // Appends to a log, keeping count of the bytes all logs hold and of the events dropped.
   // A task's log keeps its events without the task's id and group, a group's log its children
@@ -360,7 +370,7 @@ class Engine {
   const EngineOptions options_;
 
   // Ordered by id, i.e. by creation time, for listing. (The key views the task's own id.)
-  absl::btree_map<absl::string_view, std::unique_ptr<TaskRecord>> tasks_;
+  absl::btree_map<TaskKey, std::unique_ptr<TaskRecord>> tasks_;
   absl::btree_map<std::string, std::unique_ptr<GroupRecord>> groups_;
   // request_id -> its task (the key views the task's own request_id: no second copy).
   absl::flat_hash_map<absl::string_view, TaskRecord*> task_requests_;
@@ -375,7 +385,7 @@ class Engine {
   uint64_t task_ordinal_ = 0;  // creation order, for queue ties
   uint64_t assignments_ = 0;   // for fairness among workers
   int64_t last_runner_micros_ = 0;
-  std::deque<std::string> finished_tasks_;  // oldest first
+  std::deque<TaskKey> finished_tasks_;  // oldest first
   std::deque<std::string> finished_groups_;
   size_t pending_tasks_ = 0;
   size_t active_groups_ = 0;

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -344,6 +346,25 @@ TEST_F(EngineTest, BadInputNamesTheFieldAndTheBound) {
   EXPECT_EQ(e.counts().tasks, 2u);
 }
 
+TEST_F(EngineTest, OnlyATaskIdFindsTheTaskNotTextThatLooksLikeOne) {
+  Engine& e = engine();
+  const std::string id = Create(SleepRequest(10'000));
+  ASSERT_EQ(id.size(), 15u);
+  EXPECT_EQ(Get(id).id(), id);
+  const std::string upper = absl::StrCat("t", absl::AsciiStrToUpper(id.substr(1)));
+  const std::string next = absl::StrCat(id.substr(0, 14), id[14] == 'f' ? "0" : "f");
+  for (const std::string& other :
+       {upper, absl::StrCat("T", id.substr(1)), id.substr(0, 14), absl::StrCat(id, "0"),
+        absl::StrCat("u", id.substr(1)), absl::StrCat(id.substr(0, 14), "g"), next}) {
+    if (other == id) continue;  // (an id of all digits has no upper case)
+    v1::GetTaskRequest get;
+    get.set_id(other);
+    const absl::Status status = e.GetTask(get).status();
+    EXPECT_THAT(status, StatusIs(absl::StatusCode::kNotFound, HasSubstr("no task"))) << other;
+    EXPECT_EQ(ErrorReason(status), "TASK_NOT_FOUND") << other;
+  }
+}
+
 TEST_F(EngineTest, ListTasksPagesWithTokensTiedToTheQuery) {
   Engine& e = engine();
   std::vector<std::string> ids;
@@ -374,6 +395,19 @@ TEST_F(EngineTest, ListTasksPagesWithTokensTiedToTheQuery) {
   other.set_page_token(first->next_page_token());
   EXPECT_THAT(e.ListTasks(other).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("page_token")));
+  // A token made by hand, resuming after what is no task id, is refused (not read as one).
+  std::string raw;
+  ASSERT_TRUE(absl::WebSafeBase64Unescape(first->next_page_token(), &raw));
+  ASSERT_EQ(raw.substr(16), first->tasks(1).id());  // (the query's fingerprint, then the id)
+  v1::ListTasksRequest forged = evens;
+  forged.set_page_token(absl::WebSafeBase64Escape(raw.substr(0, 16) + "not-an-id"));
+  EXPECT_THAT(e.ListTasks(forged).status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                     "page_token: not a token this server made"));
+  forged.set_page_token(absl::WebSafeBase64Escape(raw.substr(0, 16) + ids[0]));
+  auto resumed = e.ListTasks(forged);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_EQ(resumed->tasks_size(), 2);
+  EXPECT_EQ(resumed->tasks(0).id(), ids[2]);
   v1::ListTasksRequest negative;
   negative.set_page_size(-1);
   EXPECT_THAT(e.ListTasks(negative).status(),

@@ -142,15 +142,15 @@ runtime::Task<void> Engine::AwaitDependencies(TaskRecord* record) {
   auto ended = std::make_shared<runtime::Event>();
   for (const std::string& id : after) {
     while (true) {
-      auto it = tasks_.find(id);
-      if (it == tasks_.end()) {
+      TaskRecord* found = FindRecord(id);
+      if (found == nullptr) {
         co_return Error(absl::StatusCode::kFailedPrecondition, "DEPENDENCY_FORGOTTEN",
                         absl::StrCat("dependency ", id,
                                      " ended and was forgotten before its outcome was seen "
                                      "(raise --retain_finished_tasks)"),
                         {{"task", id}});
       }
-      TaskRecord& dependency = *it->second;
+      TaskRecord& dependency = *found;
       const v1::Task::State state = dependency.task.state();
       if (state == v1::Task::SUCCEEDED) break;
       if (IsTerminal(state)) {
@@ -162,8 +162,8 @@ runtime::Task<void> Engine::AwaitDependencies(TaskRecord* record) {
       }
       waiting.clear_tasks();
       for (const std::string& other : after) {
-        auto o = tasks_.find(other);
-        if (o != tasks_.end() && !IsTerminal(o->second->task.state())) waiting.add_tasks(other);
+        const TaskRecord* o = FindRecord(other);
+        if (o != nullptr && !IsTerminal(o->task.state())) waiting.add_tasks(other);
       }
       ended->Clear();
       AddEndWaiter(dependency, ended);
@@ -375,7 +375,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     record.rare().end_waiters.clear();
   }
   --pending_tasks_;
-  finished_tasks_.push_back(task.id());
+  finished_tasks_.push_back(OwnKey(task.id()));
   if (GroupRecord* group = record.group) {
     group->active_tasks.erase(&record);
     if (to == v1::Task::FAILED || to == v1::Task::TIMED_OUT) {
