@@ -453,15 +453,18 @@ constexpr char kHexDigits[] = "0123456789abcdef";
 
 }  // namespace
 
-std::string Engine::NewTaskId() {
+Engine::TaskKey Engine::NewTaskKey() {
   // Microseconds since the epoch, strictly increasing: ids are unique and sort by creation.
   last_id_micros_ = std::max(absl::ToUnixMicros(absl::Now()), last_id_micros_ + 1);
+  return static_cast<TaskKey>(last_id_micros_);
+}
+
+std::string Engine::TaskIdOf(TaskKey key) {
   // "t" and 14 hex digits (what StrFormat("t%014x") gives, without its parsing: once a task).
   std::string id(1 + kTaskIdDigits, '0');
   id[0] = 't';
-  auto micros = static_cast<uint64_t>(last_id_micros_);
-  for (size_t i = id.size() - 1; i > 0 && micros != 0; --i, micros >>= 4) {
-    id[i] = kHexDigits[micros & 0xf];
+  for (size_t i = id.size() - 1; i > 0 && key != 0; --i, key >>= 4) {
+    id[i] = kHexDigits[key & 0xf];
   }
   return id;
 }
@@ -470,16 +473,22 @@ std::optional<Engine::TaskKey> Engine::KeyOf(absl::string_view id) {
   if (id.size() != 1 + kTaskIdDigits || id[0] != 't') return std::nullopt;
   TaskKey key = 0;
   for (const char c : id.substr(1)) {
-    const char* digit = std::find(kHexDigits, kHexDigits + 16, c);
-    if (digit == kHexDigits + 16) return std::nullopt;
-    key = key << 4 | static_cast<TaskKey>(digit - kHexDigits);
+    TaskKey digit = 0;
+    if (c >= '0' && c <= '9') {
+      digit = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      digit = c - 'a' + 10;
+    } else {
+      return std::nullopt;
+    }
+    key = key << 4 | digit;
   }
   return key;
 }
 
 Engine::TaskKey Engine::OwnKey(absl::string_view id) {
   const std::optional<TaskKey> key = KeyOf(id);
-  COTASK_CHECK(key.has_value(), "a task id NewTaskId did not make");
+  COTASK_CHECK(key.has_value(), "a task id TaskIdOf did not make");
   return *key;
 }
 
@@ -501,7 +510,8 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   TaskRecord& record = *owned;
   v1::Task& task = record.task;
   // (A string field set to "" still allocates: only what is there is set.)
-  task.set_id(NewTaskId());
+  const TaskKey key = NewTaskKey();
+  task.set_id(TaskIdOf(key));
   if (!request.group().empty()) task.set_group(request.group());
   *task.mutable_labels() = request.labels();
   *task.mutable_spec() = request.spec();
@@ -530,7 +540,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   for (const std::string& name : request.options().wait_events()) {
     if (!EnsureEvent(name).signal.is_set()) task.mutable_waiting()->add_events(name);
   }
-  tasks_.emplace(OwnKey(task.id()), std::move(owned));
+  tasks_.emplace(key, std::move(owned));
   if (!task.request_id().empty()) task_requests_[task.request_id()] = &record;
   if (!request.runner().empty()) {
     record.runner = runners_.at(request.runner()).get();

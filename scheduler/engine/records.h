@@ -38,7 +38,12 @@ inline bool IsTerminal(v1::Group::State state) {
 
 // (Not TimeUtil::GetCurrentTime: Debian's protobuf 3.21 gives it whole seconds only.)
 inline google::protobuf::Timestamp NowProto() {
-  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+  // (Split by hand: TimeUtil's conversion checks and normalizes, 2.6% of the engine's thread.)
+  const int64_t nanos = absl::GetCurrentTimeNanos();  // (after 1970: positive)
+  google::protobuf::Timestamp now;
+  now.set_seconds(nanos / 1'000'000'000);
+  now.set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
+  return now;
 }
 
 inline absl::Time ToTime(const google::protobuf::Timestamp& t) {
