@@ -377,11 +377,21 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
   // Requests made in a runner, with its context applied.
   std::vector<const v1::CreateTaskRequest*> effective(requests.begin(), requests.end());
   std::deque<v1::CreateTaskRequest> in_runner;
+  // By item: the task an earlier create made for its request id, or (repeats) an earlier item
+  // of this batch makes. (Looked up once: the request ids are long, hashing them is not free.)
+  std::vector<TaskRecord*> made_before(requests.size(), nullptr);
+  std::vector<bool> repeats(requests.size(), false);
   for (size_t i = 0; i < requests.size(); ++i) {
     const std::string& request_id = requests[i]->request_id();
-    if (!request_id.empty() &&
-        (task_requests_.contains(request_id) || !batch_request_ids.insert(request_id).second)) {
-      continue;  // an earlier create (or an earlier item) made this task
+    if (!request_id.empty()) {
+      if (auto it = task_requests_.find(request_id); it != task_requests_.end()) {
+        made_before[i] = it->second;
+        continue;
+      }
+      if (!batch_request_ids.insert(request_id).second) {
+        repeats[i] = true;
+        continue;
+      }
     }
     absl::Status status;
     if (!requests[i]->runner().empty()) {
@@ -432,15 +442,9 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
     }
   }
   created->Reserve(created->size() + static_cast<int>(effective.size()));
-  for (const v1::CreateTaskRequest* request : effective) {
-    const v1::CreateTaskRequest& one = *request;
-    if (!one.request_id().empty()) {
-      if (auto it = task_requests_.find(one.request_id()); it != task_requests_.end()) {
-        ViewInto(*it->second, created->Add());
-        continue;
-      }
-    }
-    ViewInto(AddTask(one), created->Add());
+  for (size_t i = 0; i < effective.size(); ++i) {
+    if (repeats[i]) made_before[i] = task_requests_.at(effective[i]->request_id());
+    ViewInto(made_before[i] != nullptr ? *made_before[i] : AddTask(*effective[i]), created->Add());
   }
   ForgetFinished();
   return absl::OkStatus();
@@ -556,7 +560,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   if (!request.group().empty()) {
     GroupRecord& group = *groups_.at(request.group());
     record.group = &group;
-    group.task_ids.push_back(task.id());
+    group.task_keys.push_back(key);
     group.active_tasks.insert(&record);
     group.group.set_children(group.group.children() + 1);
     group.group.set_active_children(group.group.active_children() + 1);
@@ -666,24 +670,24 @@ absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksReque
     last = record.task.id();
     return true;
   };
+  TaskKey after = 0;  // (no task has key 0: the first page starts at the first task)
+  if (!page.after.empty()) {
+    const std::optional<TaskKey> key = KeyOf(page.after);
+    if (!key.has_value()) return InvalidField("page_token", "not a token this server made");
+    after = *key;
+  }
   if (!request.group().empty()) {
     auto group = groups_.find(request.group());
     if (group != groups_.end()) {
-      const std::vector<std::string>& ids = group->second->task_ids;
-      for (auto it = std::upper_bound(ids.begin(), ids.end(), page.after); it != ids.end(); ++it) {
-        TaskRecord* task = FindRecord(*it);
-        if (task == nullptr) continue;  // forgotten
-        if (!visit(*task)) break;
+      const std::vector<TaskKey>& keys = group->second->task_keys;
+      for (auto it = std::upper_bound(keys.begin(), keys.end(), after); it != keys.end(); ++it) {
+        auto task = tasks_.find(*it);
+        if (task == tasks_.end()) continue;  // forgotten
+        if (!visit(*task->second)) break;
       }
     }
   } else {
-    auto it = tasks_.begin();
-    if (!page.after.empty()) {
-      const std::optional<TaskKey> after = KeyOf(page.after);
-      if (!after.has_value()) return InvalidField("page_token", "not a token this server made");
-      it = tasks_.upper_bound(*after);
-    }
-    for (; it != tasks_.end(); ++it) {
+    for (auto it = tasks_.upper_bound(after); it != tasks_.end(); ++it) {
       if (!visit(*it->second)) break;
     }
   }
@@ -1221,8 +1225,8 @@ void Engine::ForgetFinished() {
     if (it == groups_.end()) continue;
     GroupRecord* gone = it->second.get();
     // Children keep their group's name, but no longer point at its record.
-    for (const std::string& id : gone->task_ids) {
-      if (TaskRecord* task = FindRecord(id); task != nullptr) task->group = nullptr;
+    for (const TaskKey key : gone->task_keys) {
+      if (auto task = tasks_.find(key); task != tasks_.end()) task->second->group = nullptr;
     }
     for (const std::string& name : gone->group_names) {
       if (auto group = groups_.find(name); group != groups_.end()) group->second->parent = nullptr;

@@ -290,6 +290,22 @@ TEST_F(EngineTest, SameRequestIdReturnsTheSameTask) {
   EXPECT_EQ(third->tasks(0).id(), first->id());
   EXPECT_EQ(third->tasks(1).id(), first->id());
   EXPECT_EQ(engine_->counts().tasks, 1u);
+  // A new id twice in one batch: the first item makes the task, the second gets it.
+  v1::CreateTaskRequest again = SleepRequest(0);
+  again.set_request_id("r-2");
+  v1::CreateTasksRequest repeated;
+  *repeated.add_requests() = again;
+  *repeated.add_requests() = request;
+  *repeated.add_requests() = SleepRequest(0);
+  *repeated.add_requests() = again;
+  auto fourth = CreateTasks(*engine_, repeated);
+  ASSERT_TRUE(fourth.ok()) << fourth.status();
+  ASSERT_EQ(fourth->tasks_size(), 4);
+  EXPECT_EQ(fourth->tasks(0).request_id(), "r-2");
+  EXPECT_EQ(fourth->tasks(1).id(), first->id());
+  EXPECT_NE(fourth->tasks(2).id(), fourth->tasks(0).id());
+  EXPECT_EQ(fourth->tasks(3).id(), fourth->tasks(0).id());
+  EXPECT_EQ(engine_->counts().tasks, 3u);
 }
 
 TEST_F(EngineTest, BatchIsAllOrNothingAndNamesTheBadItem) {

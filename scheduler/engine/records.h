@@ -161,8 +161,8 @@ struct Engine::GroupRecord {
   EventLog log;
   GroupRecord* parent = nullptr;
   RunnerRecord* runner = nullptr;
-  std::vector<std::string> task_ids;     // every child task, in creation order
-  std::vector<std::string> group_names;  // every child group
+  std::vector<Engine::TaskKey> task_keys;  // every child task, in creation order
+  std::vector<std::string> group_names;    // every child group
   absl::flat_hash_set<TaskRecord*> active_tasks;
   absl::flat_hash_set<GroupRecord*> active_groups;
   runtime::TimerHandle deadline_timer;
