@@ -292,8 +292,7 @@ runtime::Task<void> Engine::CreateTasksWaiting(const v1::CreateTasksRequest& req
                                                absl::Time call_deadline) {
   COTASK_CO_ASSIGN_OR_RETURN(absl::Time deadline,
                              WaitDeadline(request.wait_for_room(), call_deadline));
-  std::vector<const v1::CreateTaskRequest*> requests;
-  for (const v1::CreateTaskRequest& one : request.requests()) requests.push_back(&one);
+  const absl::Span<const v1::CreateTaskRequest* const> requests = ItemsOf(request);
   while (true) {
     std::string full;
     const absl::Status status = CreateBatch(requests, true, reply->mutable_tasks(), &full);

@@ -351,10 +351,7 @@ absl::StatusOr<v1::Task> Engine::CreateTask(const v1::CreateTaskRequest& request
 
 absl::Status Engine::CreateTasks(const v1::CreateTasksRequest& request,
                                  v1::CreateTasksResponse* reply) {
-  std::vector<const v1::CreateTaskRequest*> requests;
-  requests.reserve(request.requests_size());
-  for (const v1::CreateTaskRequest& one : request.requests()) requests.push_back(&one);
-  return CreateBatch(requests, /*name_items=*/true, reply->mutable_tasks());
+  return CreateBatch(ItemsOf(request), /*name_items=*/true, reply->mutable_tasks());
 }
 
 absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> requests,

@@ -241,6 +241,11 @@ class Engine {
   struct DispatchState;
   struct Lease;
 
+  // A batch's items, as CreateBatch takes them (views of the request's own pointers).
+  static absl::Span<const v1::CreateTaskRequest* const> ItemsOf(
+      const v1::CreateTasksRequest& request) {
+    return absl::MakeConstSpan(request.requests().data(), request.requests_size());
+  }
   // Creates all the tasks or none, appending them to `created` (untouched on an error);
   // name_items: errors name the item ("requests[3].spec"). When a queue is full, `full_queue`
   // (if given) names it.
