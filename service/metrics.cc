@@ -3,12 +3,14 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -47,6 +49,8 @@ constexpr std::array<const char*, 3> kKinds = {"sleep", "exec", "dispatch"};
 constexpr int kDispatch = 2;
 constexpr std::array<v1::Task::State, 4> kEnds = {v1::Task::SUCCEEDED, v1::Task::FAILED,
                                                   v1::Task::CANCELLED, v1::Task::TIMED_OUT};
+constexpr std::array<v1::Group::State, 4> kGroupEnds = {v1::Group::SUCCEEDED, v1::Group::FAILED,
+                                                        v1::Group::CANCELLED, v1::Group::TIMED_OUT};
 
 int KindIndex(const v1::Task& task) {
   return task.spec().has_exec() ? 1 : task.spec().has_dispatch() ? kDispatch : 0;
@@ -58,11 +62,6 @@ double Seconds(const google::protobuf::Timestamp& from, const google::protobuf::
          1e9;
 }
 
-// Latency buckets from 100us to 1h: tasks range from no-ops to long jobs.
-prometheus::Histogram::BucketBoundaries TaskBuckets() {
-  return {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
-}
-
 prometheus::Family<prometheus::Counter>& Counters(prometheus::Registry& r, const char* name,
                                                   const char* help) {
   return BuildCounter().Name(name).Help(help).Register(r);
@@ -70,10 +69,6 @@ prometheus::Family<prometheus::Counter>& Counters(prometheus::Registry& r, const
 prometheus::Family<prometheus::Gauge>& Gauges(prometheus::Registry& r, const char* name,
                                               const char* help) {
   return BuildGauge().Name(name).Help(help).Register(r);
-}
-prometheus::Family<prometheus::Histogram>& Histograms(prometheus::Registry& r, const char* name,
-                                                      const char* help) {
-  return BuildHistogram().Name(name).Help(help).Register(r);
 }
 
 // ----- process_*: from /proc at each scrape (prometheus-cpp has no process collector).
@@ -156,6 +151,193 @@ class ProcessCollector final : public prometheus::Collectable {
   }
 };
 
+// ----- cotask_* task figures: written by the engine's thread alone (the observer), read by
+// scrapes and StreamStats on others. One writer, so a change is a relaxed load and store, not a
+// locked read-modify-write (prometheus-cpp's Counter and Gauge; its Histogram takes a mutex):
+// the engine changes them several times a task, at hundreds of thousands of tasks a second.
+
+// A count or level that only one thread changes.
+class EngineFigure {
+ public:
+  void Add(int64_t n) { Set(Get() + n); }
+  void Set(int64_t n) { value_.store(n, std::memory_order_relaxed); }
+  int64_t Get() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> value_{0};
+};
+
+// Latency buckets from 100us to 1h: tasks range from no-ops to long jobs.
+constexpr std::array<double, 16> kTaskBuckets = {
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
+
+// A histogram that only one thread observes into. A scrape's count is the sum of the buckets it
+// read, so the +Inf bucket and _count always agree; _sum may be one observation apart.
+class EngineHistogram {
+ public:
+  void Observe(double seconds) {
+    const auto bucket = static_cast<size_t>(
+        std::lower_bound(kTaskBuckets.begin(), kTaskBuckets.end(), seconds) - kTaskBuckets.begin());
+    counts_[bucket].Add(1);
+    sum_.store(sum_.load(std::memory_order_relaxed) + seconds, std::memory_order_relaxed);
+  }
+  uint64_t Count() const {
+    int64_t count = 0;
+    for (const EngineFigure& c : counts_) count += c.Get();
+    return static_cast<uint64_t>(count);
+  }
+  prometheus::ClientMetric::Histogram Collect() const {
+    prometheus::ClientMetric::Histogram out;
+    int64_t cumulative = 0;
+    for (size_t i = 0; i < counts_.size(); ++i) {
+      cumulative += counts_[i].Get();
+      out.bucket.push_back(
+          {static_cast<uint64_t>(cumulative),
+           i < kTaskBuckets.size() ? kTaskBuckets[i] : std::numeric_limits<double>::infinity()});
+    }
+    out.sample_count = static_cast<uint64_t>(cumulative);
+    out.sample_sum = sum_.load(std::memory_order_relaxed);
+    return out;
+  }
+
+ private:
+  std::array<EngineFigure, kTaskBuckets.size() + 1> counts_;  // not cumulative; the last: +Inf
+  std::atomic<double> sum_{0};
+};
+
+// The task, group, event log and spawn figures, and their families at a scrape.
+class EngineCollector final : public prometheus::Collectable {
+ public:
+  struct Kind {
+    EngineFigure created;
+    std::array<EngineFigure, kEnds.size()> finished;
+    EngineFigure pending;  // every queue's (StreamStats' figure)
+    EngineFigure running;
+    EngineFigure retries;
+    EngineFigure cancellations;
+    EngineHistogram wait_seconds;
+    EngineHistogram run_seconds;
+  };
+  // Dispatch tasks by queue (names bounded by --max_queues).
+  struct QueueTasks {
+    EngineFigure pending;
+    EngineFigure running;
+  };
+
+  std::array<Kind, kKinds.size()> kinds;
+  EngineFigure groups_active;
+  std::array<EngineFigure, kGroupEnds.size()> groups_finished;
+  EngineFigure log_bytes;
+  EngineFigure log_dropped;
+  EngineFigure spawns;
+  EngineFigure spawn_failures;
+
+  // The engine's thread: a queue's figures, made on first use.
+  QueueTasks& Queue(const std::string& name) {
+    // Only this thread inserts, so it may look without the lock; scrapes take it to walk.
+    if (auto it = queues_.find(name); it != queues_.end()) return it->second;
+    std::lock_guard lock(queues_mu_);
+    return queues_[name];
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    using prometheus::MetricType;
+    using Label = prometheus::ClientMetric::Label;
+    auto family = [](const char* name, const char* help, MetricType type) {
+      return prometheus::MetricFamily{name, help, type, {}};
+    };
+    auto add = [](prometheus::MetricFamily& f, std::vector<Label> labels, int64_t value) {
+      prometheus::ClientMetric& metric = f.metric.emplace_back();
+      metric.label = std::move(labels);
+      (f.type == MetricType::Counter ? metric.counter.value : metric.gauge.value) =
+          static_cast<double>(value);
+    };
+    auto add_histogram = [](prometheus::MetricFamily& f, Label label,
+                            const EngineHistogram& histogram) {
+      prometheus::ClientMetric& metric = f.metric.emplace_back();
+      metric.label = {std::move(label)};
+      metric.histogram = histogram.Collect();
+    };
+    auto created =
+        family("cotask_tasks_created_total", "Tasks created, by kind.", MetricType::Counter);
+    auto finished = family("cotask_tasks_finished_total",
+                           "Tasks that ended, by kind and final state.", MetricType::Counter);
+    auto pending =
+        family("cotask_tasks_pending",
+               "Tasks not running yet (PENDING or QUEUED), by kind and queue.", MetricType::Gauge);
+    auto running =
+        family("cotask_tasks_running", "Tasks RUNNING, by kind and queue.", MetricType::Gauge);
+    auto wait = family("cotask_task_wait_seconds",
+                       "Time from a task's creation to its first start, in seconds.",
+                       MetricType::Histogram);
+    auto run = family("cotask_task_run_seconds", "Time a task's last attempt ran, in seconds.",
+                      MetricType::Histogram);
+    auto retries = family("cotask_task_retries_total",
+                          "Attempts that failed and were retried, by kind.", MetricType::Counter);
+    auto cancellations = family("cotask_task_cancellations_total",
+                                "Tasks that ended CANCELLED, by kind.", MetricType::Counter);
+    for (size_t k = 0; k < kKinds.size(); ++k) {
+      const Kind& kind = kinds[k];
+      const Label label{"kind", kKinds[k]};
+      add(created, {label}, kind.created.Get());
+      for (size_t e = 0; e < kEnds.size(); ++e) {
+        add(finished, {label, {"state", v1::Task::State_Name(kEnds[e])}}, kind.finished[e].Get());
+      }
+      if (static_cast<int>(k) != kDispatch) {
+        add(pending, {label, {"queue", ""}}, kind.pending.Get());
+        add(running, {label, {"queue", ""}}, kind.running.Get());
+      }
+      add_histogram(wait, label, kind.wait_seconds);
+      add_histogram(run, label, kind.run_seconds);
+      add(retries, {label}, kind.retries.Get());
+      add(cancellations, {label}, kind.cancellations.Get());
+    }
+    {
+      std::lock_guard lock(queues_mu_);
+      for (const auto& [name, queue] : queues_) {
+        const Label label{"kind", kKinds[kDispatch]};
+        add(pending, {label, {"queue", name}}, queue.pending.Get());
+        add(running, {label, {"queue", name}}, queue.running.Get());
+      }
+    }
+    auto groups_active_family =
+        family("cotask_groups_active", "Groups that have not ended.", MetricType::Gauge);
+    add(groups_active_family, {}, groups_active.Get());
+    auto groups = family("cotask_groups_finished_total", "Groups that ended, by final state.",
+                         MetricType::Counter);
+    for (size_t e = 0; e < kGroupEnds.size(); ++e) {
+      add(groups, {{"state", v1::Group::State_Name(kGroupEnds[e])}}, groups_finished[e].Get());
+    }
+    auto log_bytes_family =
+        family("cotask_event_log_bytes",
+               "Bytes held by the event logs of the tasks and groups kept.", MetricType::Gauge);
+    add(log_bytes_family, {}, log_bytes.Get());
+    auto log_dropped_family =
+        family("cotask_event_log_truncated_events_total",
+               "Events dropped from full event logs (--max_log_bytes).", MetricType::Counter);
+    add(log_dropped_family, {}, log_dropped.Get());
+    auto spawns_family =
+        family("cotask_exec_spawns_total", "Processes exec tasks started.", MetricType::Counter);
+    add(spawns_family, {}, spawns.Get());
+    auto spawn_failures_family =
+        family("cotask_exec_spawn_failures_total", "Exec tasks whose process could not be started.",
+               MetricType::Counter);
+    add(spawn_failures_family, {}, spawn_failures.Get());
+    std::vector<prometheus::MetricFamily> out;
+    for (prometheus::MetricFamily* f :
+         {&created, &finished, &pending, &running, &wait, &run, &retries, &cancellations,
+          &groups_active_family, &groups, &log_bytes_family, &log_dropped_family, &spawns_family,
+          &spawn_failures_family}) {
+      out.push_back(std::move(*f));
+    }
+    return out;
+  }
+
+ private:
+  mutable std::mutex queues_mu_;
+  std::map<std::string, QueueTasks, std::less<>> queues_;  // inserted under queues_mu_
+};
+
 // grpc_server_handled_total's grpc_code, as go-grpc-prometheus names the codes.
 const char* CodeName(grpc::StatusCode code) {
   static constexpr std::array<const char*, 17> kNames = {
@@ -186,29 +368,9 @@ struct Metrics::State {
   std::unique_ptr<prometheus::Exposer> exposer;
   std::string address;
   std::shared_ptr<ProcessCollector> process = std::make_shared<ProcessCollector>();
-
-  std::array<prometheus::Counter*, 3> created{};
-  std::array<std::array<prometheus::Counter*, 4>, 3> finished{};  // [kind][end]
-  // By kind and queue: sleep and exec tasks have queue "", dispatch tasks their queue's name
-  // (QueueMetrics). The totals by kind are for StreamStats.
-  std::array<prometheus::Gauge*, 2> pending{};
-  std::array<prometheus::Gauge*, 2> running{};
-  std::array<std::atomic<int64_t>, 3> pending_total{};
-  std::array<std::atomic<int64_t>, 3> running_total{};
-  std::array<prometheus::Histogram*, 3> wait_seconds{};
-  std::array<prometheus::Histogram*, 3> run_seconds{};
-  std::array<prometheus::Counter*, 3> retries{};
-  std::array<prometheus::Counter*, 3> cancellations{};
-  prometheus::Gauge* groups_active = nullptr;
-  std::map<v1::Group::State, prometheus::Counter*> groups_finished;
-  prometheus::Gauge* log_bytes = nullptr;
-  prometheus::Counter* log_dropped = nullptr;
-  prometheus::Counter* spawns = nullptr;
-  prometheus::Counter* spawn_failures = nullptr;
+  std::shared_ptr<EngineCollector> engine = std::make_shared<EngineCollector>();
 
   // Queues (their names are bounded by --max_queues), made on first use.
-  prometheus::Family<prometheus::Gauge>* pending_family = nullptr;
-  prometheus::Family<prometheus::Gauge>* running_family = nullptr;
   prometheus::Family<prometheus::Gauge>* queue_depth = nullptr;
   prometheus::Family<prometheus::Gauge>* queue_size = nullptr;
   prometheus::Family<prometheus::Gauge>* queue_leased = nullptr;
@@ -218,8 +380,6 @@ struct Metrics::State {
   prometheus::Family<prometheus::Counter>* leases_lost = nullptr;
   prometheus::Gauge* workers_connected = nullptr;
   struct QueueMetrics {
-    prometheus::Gauge* pending;
-    prometheus::Gauge* running;
     prometheus::Gauge* depth;
     prometheus::Gauge* size;
     prometheus::Gauge* leased;
@@ -236,13 +396,11 @@ struct Metrics::State {
     auto it = queues.find(name);
     if (it != queues.end()) return it->second;
     const prometheus::Labels queue = {{"queue", name}};
-    const prometheus::Labels kind_queue = {{"kind", kKinds[kDispatch]}, {"queue", name}};
     return queues
-        .emplace(name, QueueMetrics{&pending_family->Add(kind_queue),
-                                    &running_family->Add(kind_queue), &queue_depth->Add(queue),
-                                    &queue_size->Add(queue), &queue_leased->Add(queue),
-                                    &queue_workers->Add(queue), &queue_paused->Add(queue),
-                                    &queue_full->Add(queue), &leases_lost->Add(queue)})
+        .emplace(name, QueueMetrics{&queue_depth->Add(queue), &queue_size->Add(queue),
+                                    &queue_leased->Add(queue), &queue_workers->Add(queue),
+                                    &queue_paused->Add(queue), &queue_full->Add(queue),
+                                    &leases_lost->Add(queue)})
         .first->second;
   }
 
@@ -260,54 +418,6 @@ struct Metrics::State {
 
   State() {
     prometheus::Registry& r = *registry;
-    auto& created_family = Counters(r, "cotask_tasks_created_total", "Tasks created, by kind.");
-    auto& finished_family =
-        Counters(r, "cotask_tasks_finished_total", "Tasks that ended, by kind and final state.");
-    pending_family = &Gauges(r, "cotask_tasks_pending",
-                             "Tasks not running yet (PENDING or QUEUED), by kind and queue.");
-    running_family = &Gauges(r, "cotask_tasks_running", "Tasks RUNNING, by kind and queue.");
-    auto& wait_family = Histograms(r, "cotask_task_wait_seconds",
-                                   "Time from a task's creation to its first start, in seconds.");
-    auto& run_family =
-        Histograms(r, "cotask_task_run_seconds", "Time a task's last attempt ran, in seconds.");
-    auto& retries_family =
-        Counters(r, "cotask_task_retries_total", "Attempts that failed and were retried, by kind.");
-    auto& cancellations_family =
-        Counters(r, "cotask_task_cancellations_total", "Tasks that ended CANCELLED, by kind.");
-    for (size_t k = 0; k < kKinds.size(); ++k) {
-      const prometheus::Labels kind = {{"kind", kKinds[k]}};
-      created[k] = &created_family.Add(kind);
-      if (static_cast<int>(k) != kDispatch) {
-        pending[k] = &pending_family->Add({{"kind", kKinds[k]}, {"queue", ""}});
-        running[k] = &running_family->Add({{"kind", kKinds[k]}, {"queue", ""}});
-      }
-      wait_seconds[k] = &wait_family.Add(kind, TaskBuckets());
-      run_seconds[k] = &run_family.Add(kind, TaskBuckets());
-      retries[k] = &retries_family.Add(kind);
-      cancellations[k] = &cancellations_family.Add(kind);
-      for (size_t e = 0; e < kEnds.size(); ++e) {
-        finished[k][e] =
-            &finished_family.Add({{"kind", kKinds[k]}, {"state", v1::Task::State_Name(kEnds[e])}});
-      }
-    }
-    groups_active = &Gauges(r, "cotask_groups_active", "Groups that have not ended.").Add({});
-    auto& groups_finished_family =
-        Counters(r, "cotask_groups_finished_total", "Groups that ended, by final state.");
-    for (v1::Group::State state :
-         {v1::Group::SUCCEEDED, v1::Group::FAILED, v1::Group::CANCELLED, v1::Group::TIMED_OUT}) {
-      groups_finished[state] =
-          &groups_finished_family.Add({{"state", v1::Group::State_Name(state)}});
-    }
-    log_bytes = &Gauges(r, "cotask_event_log_bytes",
-                        "Bytes held by the event logs of the tasks and groups kept.")
-                     .Add({});
-    log_dropped = &Counters(r, "cotask_event_log_truncated_events_total",
-                            "Events dropped from full event logs (--max_log_bytes).")
-                       .Add({});
-    spawns = &Counters(r, "cotask_exec_spawns_total", "Processes exec tasks started.").Add({});
-    spawn_failures = &Counters(r, "cotask_exec_spawn_failures_total",
-                               "Exec tasks whose process could not be started.")
-                          .Add({});
     queue_depth = &Gauges(r, "cotask_queue_depth",
                           "Dispatch tasks QUEUED (ready, waiting for a worker), by queue.");
     queue_size = &Gauges(r, "cotask_queue_size",
@@ -376,6 +486,7 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& addre
     return absl::UnavailableError(
         absl::StrCat("cannot serve metrics on --metrics_address=", address, ": ", e.what()));
   }
+  state->exposer->RegisterCollectable(state->engine);
   state->exposer->RegisterCollectable(state->registry);
   state->exposer->RegisterCollectable(state->process);
   const std::vector<int> ports = state->exposer->GetListeningPorts();
@@ -393,9 +504,11 @@ const std::string& Metrics::address() const { return state_->address; }
 prometheus::Registry& Metrics::registry() { return *state_->registry; }
 
 std::string Metrics::Scrape() const {
-  std::vector<prometheus::MetricFamily> families = state_->registry->Collect();
-  for (prometheus::MetricFamily& family : state_->process->Collect()) {
-    families.push_back(std::move(family));
+  std::vector<prometheus::MetricFamily> families = state_->engine->Collect();
+  for (const prometheus::Collectable* more :
+       {static_cast<const prometheus::Collectable*>(state_->registry.get()),
+        static_cast<const prometheus::Collectable*>(state_->process.get())}) {
+    for (prometheus::MetricFamily& family : more->Collect()) families.push_back(std::move(family));
   }
   return prometheus::TextSerializer().Serialize(families);
 }
@@ -471,6 +584,7 @@ void GrpcCall::Handled(absl::StatusCode code) {
 
 v1::Stats Metrics::Snapshot() const {
   const State& s = *state_;
+  const EngineCollector& e = *s.engine;
   auto count = [](const auto* metric) { return static_cast<int64_t>(metric->Value()); };
   v1::Stats stats;
   *stats.mutable_time() =
@@ -478,25 +592,27 @@ v1::Stats Metrics::Snapshot() const {
                                            std::chrono::system_clock::now().time_since_epoch())
                                            .count());
   for (size_t k = 0; k < kKinds.size(); ++k) {
+    const EngineCollector::Kind& figures = e.kinds[k];
     v1::KindStats& kind = *stats.add_kinds();
     kind.set_kind(kKinds[k]);
-    kind.set_created(count(s.created[k]));
-    for (size_t e = 0; e < kEnds.size(); ++e) {
-      (*kind.mutable_finished())[v1::Task::State_Name(kEnds[e])] = count(s.finished[k][e]);
+    kind.set_created(figures.created.Get());
+    for (size_t end = 0; end < kEnds.size(); ++end) {
+      (*kind.mutable_finished())[v1::Task::State_Name(kEnds[end])] = figures.finished[end].Get();
     }
-    kind.set_pending(s.pending_total[k].load());
-    kind.set_running(s.running_total[k].load());
-    kind.set_retries(count(s.retries[k]));
-    kind.set_cancellations(count(s.cancellations[k]));
+    kind.set_pending(figures.pending.Get());
+    kind.set_running(figures.running.Get());
+    kind.set_retries(figures.retries.Get());
+    kind.set_cancellations(figures.cancellations.Get());
   }
-  stats.set_groups_active(count(s.groups_active));
-  for (const auto& [state, counter] : s.groups_finished) {
-    (*stats.mutable_groups_finished())[v1::Group::State_Name(state)] = count(counter);
+  stats.set_groups_active(e.groups_active.Get());
+  for (size_t end = 0; end < kGroupEnds.size(); ++end) {
+    (*stats.mutable_groups_finished())[v1::Group::State_Name(kGroupEnds[end])] =
+        e.groups_finished[end].Get();
   }
-  stats.set_event_log_bytes(count(s.log_bytes));
-  stats.set_event_log_truncated_events(count(s.log_dropped));
-  stats.set_exec_spawns(count(s.spawns));
-  stats.set_exec_spawn_failures(count(s.spawn_failures));
+  stats.set_event_log_bytes(e.log_bytes.Get());
+  stats.set_event_log_truncated_events(e.log_dropped.Get());
+  stats.set_exec_spawns(e.spawns.Get());
+  stats.set_exec_spawn_failures(e.spawn_failures.Get());
   stats.set_workers_connected(count(s.workers_connected));
   std::lock_guard lock(s.queues_mu);
   for (const auto& [name, queue] : s.queues) {
@@ -512,62 +628,56 @@ v1::Stats Metrics::Snapshot() const {
 }
 
 void Metrics::OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::State to) {
-  State& s = *state_;
-  const int kind = KindIndex(task);
+  EngineCollector& e = *state_->engine;
+  const int k = KindIndex(task);
+  EngineCollector::Kind& kind = e.kinds[k];
+  if (from == v1::Task::STATE_UNSPECIFIED) kind.created.Add(1);
   const bool was_waiting = from == v1::Task::PENDING || from == v1::Task::QUEUED;
   const bool waiting = to == v1::Task::PENDING || to == v1::Task::QUEUED;
-  if (from == v1::Task::STATE_UNSPECIFIED) s.created[kind]->Increment();
-  prometheus::Gauge* pending = nullptr;
-  prometheus::Gauge* running = nullptr;
-  if (kind == kDispatch) {
-    State::QueueMetrics& queue = s.Queue(task.spec().dispatch().queue());
-    pending = queue.pending;
-    running = queue.running;
-  } else {
-    pending = s.pending[kind];
-    running = s.running[kind];
-  }
   const int pending_change = static_cast<int>(waiting) - static_cast<int>(was_waiting);
   const int running_change =
       static_cast<int>(to == v1::Task::RUNNING) - static_cast<int>(from == v1::Task::RUNNING);
-  if (pending_change != 0) {
-    pending->Increment(pending_change);
-    s.pending_total[kind] += pending_change;
+  if (pending_change != 0 || running_change != 0) {
+    kind.pending.Add(pending_change);
+    kind.running.Add(running_change);
+    if (k == kDispatch) {
+      EngineCollector::QueueTasks& queue = e.Queue(task.spec().dispatch().queue());
+      queue.pending.Add(pending_change);
+      queue.running.Add(running_change);
+    }
   }
-  if (running_change != 0) {
-    running->Increment(running_change);
-    s.running_total[kind] += running_change;
+  if (to == v1::Task::RUNNING && task.attempt() == 1) {
+    kind.wait_seconds.Observe(Seconds(task.create_time(), task.start_time()));
   }
-  if (to == v1::Task::RUNNING) {
-    if (task.attempt() == 1)
-      s.wait_seconds[kind]->Observe(Seconds(task.create_time(), task.start_time()));
-  }
-  if (from == v1::Task::RUNNING && to == v1::Task::PENDING) s.retries[kind]->Increment();
-  for (size_t e = 0; e < kEnds.size(); ++e) {
-    if (to != kEnds[e]) continue;
-    s.finished[kind][e]->Increment();
-    if (to == v1::Task::CANCELLED) s.cancellations[kind]->Increment();
-    if (from == v1::Task::RUNNING)
-      s.run_seconds[kind]->Observe(Seconds(task.start_time(), task.end_time()));
+  if (from == v1::Task::RUNNING && to == v1::Task::PENDING) kind.retries.Add(1);
+  const auto end = std::find(kEnds.begin(), kEnds.end(), to);
+  if (end != kEnds.end()) {
+    kind.finished[end - kEnds.begin()].Add(1);
+    if (to == v1::Task::CANCELLED) kind.cancellations.Add(1);
+    if (from == v1::Task::RUNNING) {
+      kind.run_seconds.Observe(Seconds(task.start_time(), task.end_time()));
+    }
   }
 }
 
 void Metrics::OnGroupState(const v1::Group& group, v1::Group::State to) {
   (void)group;
-  if (to == v1::Group::OPEN) state_->groups_active->Increment();
-  if (auto it = state_->groups_finished.find(to); it != state_->groups_finished.end()) {
-    state_->groups_active->Decrement();
-    it->second->Increment();
+  EngineCollector& e = *state_->engine;
+  if (to == v1::Group::OPEN) e.groups_active.Add(1);
+  const auto end = std::find(kGroupEnds.begin(), kGroupEnds.end(), to);
+  if (end != kGroupEnds.end()) {
+    e.groups_active.Add(-1);
+    e.groups_finished[end - kGroupEnds.begin()].Add(1);
   }
 }
 
 void Metrics::OnEventLogs(int64_t bytes_retained, int64_t events_dropped) {
-  state_->log_bytes->Set(static_cast<double>(bytes_retained));
-  if (events_dropped > 0) state_->log_dropped->Increment(static_cast<double>(events_dropped));
+  state_->engine->log_bytes.Set(bytes_retained);
+  if (events_dropped > 0) state_->engine->log_dropped.Add(events_dropped);
 }
 
 void Metrics::OnSpawn(bool started) {
-  (started ? state_->spawns : state_->spawn_failures)->Increment();
+  (started ? state_->engine->spawns : state_->engine->spawn_failures).Add(1);
 }
 
 void Metrics::OnQueue(const engine::QueueFigures& figures) {

@@ -11,8 +11,9 @@
 // No label carries a task id, a group name or anything else a client chooses freely: kinds,
 // states, gRPC methods and codes, and queue names (at most --max_queues of them).
 //
-// Thread-safety: the observer and the GrpcCalls may run on any threads at once (the metrics
-// are atomic); scrapes run on the exposer's thread.
+// Thread-safety: the observer's calls come from one thread at a time (the engine's: its task
+// figures have a single writer, see metrics.cc); GrpcCalls may run on any threads at once;
+// scrapes (the exposer's thread) and Snapshot may run alongside both.
 #ifndef COTASK_SERVICE_METRICS_H_
 #define COTASK_SERVICE_METRICS_H_
 
