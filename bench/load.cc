@@ -10,10 +10,11 @@
 //               latency): calls/s, latency
 //   echo        Ceiling.Echo, K streams each sending a message and reading it back: round trips/s
 //   run         Scheduler.Run of sleep(0) tasks, K in flight: tasks/s, latency
-//   create      CreateTask of sleep(0) tasks into a group, K in flight; one Watch of the group
-//               sees every end: tasks/s end to end
-//   batch       CreateTasks of B sleep(0) tasks a call into a group, K calls in flight; one Watch
-//               of the group sees every end: tasks/s
+//   create      CreateTask of sleep(0) tasks into a group, K in flight; then the group closed
+//               and awaited (AwaitGroup: its end, which comes after every task's): tasks/s end
+//               to end
+//   batch       CreateTasks of B sleep(0) tasks a call into a group, K calls in flight; then the
+//               group closed and awaited: tasks/s
 //   latency     CreateTask of sleep(0) tasks at R a second (open loop) into a group watched by
 //               one Watch: create to RUNNING (the server's timestamps) and create to the end seen
 //               by the watcher (this process's clock), and the create calls' own latency: p50,
@@ -24,7 +25,7 @@
 //               bytes per pending task (--server_pid)
 //   watchers    N Watch streams open on one pending task: the server's resident bytes per stream
 //   dispatch    CreateTasks of B dispatch tasks a call on queue Q into a group (workers serve Q),
-//               one Watch of the group sees every end: tasks/s
+//               then the group closed and awaited: tasks/s
 #include <grpcpp/grpcpp.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -356,13 +357,17 @@ runtime::Task<Report> Throughput(const Flags& flags, bool batched, bool dispatch
         co_return absl::OkStatus();
       }));
   const auto created = Clock::now();
-  // Every task has ended when the closed group has: its last event (a group's log may drop
-  // older events, never its terminal one).
-  COTASK_CO_RETURN_IF_ERROR((co_await client.CloseGroupAsync(group)).status());
-  v1::WatchRequest request;
-  request.set_group(group);
-  COTASK_CO_RETURN_IF_ERROR(co_await client.WatchAsync(
-      request, [](const v1::Event&) { return true; }, CallOptions{absl::Hours(1)}));
+  // Every task has ended when the closed group has: its end is seen by watching the group's log
+  // from the close on, as the clients' TaskGroups wait (not replaying an event per task).
+  COTASK_CO_ASSIGN_OR_RETURN(v1::Group closed, co_await client.CloseGroupAsync(group));
+  COTASK_CO_ASSIGN_OR_RETURN(v1::Group ended, co_await client.AwaitGroupAsync(
+                                                  std::move(closed), CallOptions{absl::Hours(1)}));
+  if (ended.state() != v1::Group::SUCCEEDED || ended.active_children() != 0 ||
+      ended.children() != total) {
+    co_return absl::InternalError(absl::StrCat("the group ended ",
+                                               v1::Group::State_Name(ended.state()), " with ",
+                                               ended.children(), " children of ", total));
+  }
   const auto last_end = Clock::now();
   Report report;
   report.Add("per_second", static_cast<double>(total) / Seconds(last_end - start));

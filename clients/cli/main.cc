@@ -722,16 +722,10 @@ Examples:
   });
   group_command("wait", "close the group and wait for it; exit 1 unless it succeeded",
                 [&](Client& c, Format f) {
-                  if (absl::Status closed = c.CloseGroup(name).status(); !closed.ok()) {
-                    return Fail(closed);
-                  }
-                  v1::WatchRequest request;
-                  request.set_group(name);
-                  absl::Status watched = c.Watch(
-                      request, [](const v1::Event&) { return true; },
-                      CallOptions{absl::Hours(24 * 365)});
-                  if (!watched.ok()) return Fail(watched);
-                  absl::StatusOr<v1::Group> ended = c.GetGroup(name);
+                  absl::StatusOr<v1::Group> closed = c.CloseGroup(name);
+                  if (!closed.ok()) return Fail(closed.status());
+                  absl::StatusOr<v1::Group> ended =
+                      c.AwaitGroup(*closed, CallOptions{absl::Hours(24 * 365)});
                   if (!ended.ok()) return Fail(ended.status());
                   PrintGroup(*ended, f);
                   return ended->state() == v1::Group::SUCCEEDED ? 0 : 1;

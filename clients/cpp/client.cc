@@ -283,6 +283,36 @@ absl::StatusOr<v1::ListWorkersResponse> Client::ListWorkers(const std::string& q
   return Call(*workers_stub_, &v1::Workers::Stub::ListWorkers, request, TimeoutOf(call, false));
 }
 
+namespace {
+
+bool Ended(const v1::Group& group) {
+  return group.state() != v1::Group::OPEN && group.state() != v1::Group::CLOSED;
+}
+
+// A Watch of the group's log from just after what `seen` saw.
+v1::WatchRequest AfterSeen(const v1::Group& seen) {
+  v1::WatchRequest request;
+  request.set_group(seen.name());
+  request.set_from_sequence(seen.last_sequence() + 1);
+  return request;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Group> Client::AwaitGroup(const v1::Group& seen, CallOptions call) {
+  if (Ended(seen)) return seen;
+  COTASK_RETURN_IF_ERROR(Watch(
+      AfterSeen(seen), [](const v1::Event&) { return true; }, call));
+  return GetGroup(seen.name(), call);
+}
+
+runtime::Task<v1::Group> Client::AwaitGroupAsync(v1::Group seen, CallOptions call) {
+  if (Ended(seen)) co_return seen;
+  COTASK_CO_RETURN_IF_ERROR(co_await WatchAsync(
+      AfterSeen(seen), [](const v1::Event&) { return true; }, call));
+  co_return co_await GetGroupAsync(seen.name(), call);
+}
+
 absl::Status Client::Watch(v1::WatchRequest request,
                            absl::FunctionRef<bool(const v1::Event&)> on_event, CallOptions call) {
   const absl::Time deadline = absl::Now() + TimeoutOf(call, true);

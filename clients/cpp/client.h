@@ -97,6 +97,11 @@ class Client {
   absl::StatusOr<v1::CancelGroupResponse> CancelGroup(const std::string& name,
                                                       const std::string& message = {},
                                                       CallOptions call = {});
+  // Waits until a closed (or cancelled) group has ended and returns it as it ended. `seen` is
+  // the group as a call returned it (CloseGroup, CancelGroup, GetGroup): the wait follows its
+  // log from seen.last_sequence() + 1, so it reads one event however many children the group
+  // had, not its whole log. An OPEN group does not end until it is closed.
+  absl::StatusOr<v1::Group> AwaitGroup(const v1::Group& seen, CallOptions call = {});
   absl::StatusOr<v1::NamedEvent> SetEvent(const std::string& name, CallOptions call = {});
   absl::StatusOr<v1::NamedEvent> ClearEvent(const std::string& name, CallOptions call = {});
   absl::StatusOr<v1::NamedEvent> GetEvent(const std::string& name, CallOptions call = {});
@@ -141,6 +146,7 @@ class Client {
   runtime::Task<v1::CancelGroupResponse> CancelGroupAsync(std::string name,
                                                           std::string message = {},
                                                           CallOptions call = {});
+  runtime::Task<v1::Group> AwaitGroupAsync(v1::Group seen, CallOptions call = {});
   runtime::Task<v1::NamedEvent> SetEventAsync(std::string name, CallOptions call = {});
   runtime::Task<v1::NamedEvent> ClearEventAsync(std::string name, CallOptions call = {});
   runtime::Task<v1::NamedEvent> GetEventAsync(std::string name, CallOptions call = {});

@@ -37,22 +37,14 @@ absl::Status TaskGroup::Outcome() const {
 absl::Status TaskGroup::Wait(CallOptions call) {
   closed_ = true;
   COTASK_ASSIGN_OR_RETURN(group_, client_.CloseGroup(group_.name(), call));
-  v1::WatchRequest watch;
-  watch.set_group(group_.name());
-  COTASK_RETURN_IF_ERROR(client_.Watch(
-      watch, [](const v1::Event&) { return true; }, call));
-  COTASK_ASSIGN_OR_RETURN(group_, client_.GetGroup(group_.name(), call));
+  COTASK_ASSIGN_OR_RETURN(group_, client_.AwaitGroup(group_, call));
   return Outcome();
 }
 
 runtime::Task<void> TaskGroup::WaitAsync(CallOptions call) {
   closed_ = true;
   COTASK_CO_ASSIGN_OR_RETURN(group_, co_await client_.CloseGroupAsync(group_.name(), call));
-  v1::WatchRequest watch;
-  watch.set_group(group_.name());
-  COTASK_CO_RETURN_IF_ERROR(co_await client_.WatchAsync(
-      watch, [](const v1::Event&) { return true; }, call));
-  COTASK_CO_ASSIGN_OR_RETURN(group_, co_await client_.GetGroupAsync(group_.name(), call));
+  COTASK_CO_ASSIGN_OR_RETURN(group_, co_await client_.AwaitGroupAsync(group_, call));
   co_return Outcome();
 }
 

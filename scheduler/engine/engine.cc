@@ -822,7 +822,7 @@ absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& requ
   if (!request.request_id().empty()) {
     if (auto it = group_requests_.find(request.request_id()); it != group_requests_.end()) {
       if (auto group = groups_.find(it->second); group != groups_.end()) {
-        return group->second->group;
+        return View(*group->second);
       }
     }
   }
@@ -909,7 +909,13 @@ absl::StatusOr<v1::Group> Engine::CreateGroup(const v1::CreateGroupRequest& requ
         loop_.CallLater(delay, [this, name = request.name()] { GroupDeadline(name); });
   }
   ForgetFinished();
-  return group;
+  return View(record);
+}
+
+v1::Group Engine::View(const GroupRecord& group) {
+  v1::Group view = group.group;
+  view.set_last_sequence(group.log.next_sequence() - 1);
+  return view;
 }
 
 absl::StatusOr<Engine::GroupRecord*> Engine::FindGroup(const std::string& name,
@@ -925,7 +931,7 @@ absl::StatusOr<Engine::GroupRecord*> Engine::FindGroup(const std::string& name,
 
 absl::StatusOr<v1::Group> Engine::GetGroup(const v1::GetGroupRequest& request) const {
   COTASK_ASSIGN_OR_RETURN(GroupRecord * record, FindGroup(request.name(), "name"));
-  return record->group;
+  return View(*record);
 }
 
 absl::StatusOr<v1::ListGroupsResponse> Engine::ListGroups(
@@ -948,7 +954,7 @@ absl::StatusOr<v1::ListGroupsResponse> Engine::ListGroups(
       response.set_next_page_token(EncodePageToken(query, last));
       break;
     }
-    *response.add_groups() = group;
+    *response.add_groups() = View(*it->second);
     last = group.name();
   }
   return response;
@@ -960,7 +966,7 @@ absl::StatusOr<v1::Group> Engine::CloseGroup(const v1::CloseGroupRequest& reques
     TransitionGroup(*record, v1::Group::CLOSED);
     MaybeEndGroup(*record);
   }
-  return record->group;
+  return View(*record);
 }
 
 absl::StatusOr<v1::CancelGroupResponse> Engine::CancelGroup(const v1::CancelGroupRequest& request) {
@@ -970,7 +976,7 @@ absl::StatusOr<v1::CancelGroupResponse> Engine::CancelGroup(const v1::CancelGrou
   v1::CancelGroupResponse response;
   response.set_cancelled(
       CancelGroupRecord(*record, request.message().empty() ? "CancelGroup" : request.message()));
-  *response.mutable_group() = record->group;
+  *response.mutable_group() = View(*record);
   return response;
 }
 

@@ -370,6 +370,8 @@ class Engine {
   // in the record: 140 B a pending task).
   v1::Task View(const TaskRecord& task) const;
   void ViewInto(const TaskRecord& task, v1::Task* view) const;  // (view on any arena)
+  // A group as clients see it: with its log's last_sequence.
+  static v1::Group View(const GroupRecord& group);
 
   runtime::EventLoop& loop_;
   process::ProcessSupervisor& processes_;

@@ -3,6 +3,7 @@
 #ifndef COTASK_SCHEDULER_ENGINE_ENGINE_FIXTURE_H_
 #define COTASK_SCHEDULER_ENGINE_ENGINE_FIXTURE_H_
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -50,7 +51,8 @@ class EngineTest : public ::testing::Test {
     return *engine_->GetTask(get);
   }
 
-  // Every event of a log, waiting for its end.
+  // Every event of a log from target.from_sequence on, waiting for its end (or with no_follow,
+  // up to now).
   std::vector<v1::Event> WatchAll(v1::WatchRequest target) {
     auto events = loop_.RunUntilComplete(Collect(engine_.get(), std::move(target)));
     EXPECT_TRUE(events.ok()) << events.status();
@@ -58,7 +60,7 @@ class EngineTest : public ::testing::Test {
   }
   static runtime::Task<std::vector<v1::Event>> Collect(Engine* engine, v1::WatchRequest target) {
     std::vector<v1::Event> all;
-    int64_t from = 1;
+    int64_t from = std::max<int64_t>(1, target.from_sequence());
     while (true) {
       COTASK_CO_ASSIGN_OR_RETURN(Engine::WatchBatch batch,
                                  co_await engine->NextEvents(target, from, 1 << 20));

@@ -173,6 +173,43 @@ TEST_F(EngineTest, ClosedGroupEndsWhenItsLastChildEnds) {
       google::protobuf::util::TimeUtil::TimestampToNanoseconds(AwaitTask(b->id()).end_time()));
 }
 
+TEST_F(EngineTest, AGroupSaysWhereItsLogGoesOnFromSoThatAWatchNeedNotReplayIt) {
+  absl::StatusOr<v1::Group> created = engine().CreateGroup(GroupRequest("g"));
+  ASSERT_TRUE(created.ok());
+  EXPECT_EQ(created->last_sequence(), 1);  // OPEN
+  auto first = engine_->CreateTask(SleepRequest(0, "g"));
+  AwaitTask(first->id());
+  auto second = engine_->CreateTask(SleepRequest(20, "g"));
+  absl::StatusOr<v1::Group> closed = engine_->CloseGroup(Close("g"));
+  ASSERT_TRUE(closed.ok());
+  v1::WatchRequest target;
+  target.set_group("g");
+  target.set_no_follow(true);
+  const std::vector<v1::Event> so_far = WatchAll(target);
+  ASSERT_FALSE(so_far.empty());
+  EXPECT_EQ(closed->last_sequence(), so_far.back().sequence());
+  EXPECT_EQ(so_far.back().group_state().state(), v1::Group::CLOSED);
+
+  // From last_sequence + 1: what came after the close, ending with the group's end.
+  target.set_no_follow(false);
+  target.set_from_sequence(closed->last_sequence() + 1);
+  const std::vector<v1::Event> after = WatchAll(target);
+  ASSERT_EQ(after.size(), 2);
+  EXPECT_EQ(after[0].sequence(), closed->last_sequence() + 1);
+  EXPECT_EQ(after[0].task(), second->id());
+  EXPECT_EQ(after[0].task_state().state(), v1::Task::SUCCEEDED);
+  EXPECT_EQ(after[1].group_state().state(), v1::Group::SUCCEEDED);
+  v1::GetGroupRequest get;
+  get.set_name("g");
+  EXPECT_EQ(engine_->GetGroup(get)->last_sequence(), after[1].sequence());
+  v1::ListGroupsRequest list;
+  EXPECT_EQ(engine_->ListGroups(list)->groups(0).last_sequence(), after[1].sequence());
+  // A group that has ended says so with the sequence of its last event.
+  v1::CancelGroupRequest cancel;
+  cancel.set_name("g");
+  EXPECT_EQ(engine_->CancelGroup(cancel)->group().last_sequence(), after[1].sequence());
+}
+
 TEST_F(EngineTest, OpenGroupDoesNotEndWhenItsChildrenHave) {
   ASSERT_TRUE(engine().CreateGroup(GroupRequest("g")).ok());
   auto a = engine_->CreateTask(SleepRequest(0, "g"));

@@ -315,9 +315,22 @@ class Client:
         return await self._call(self.stub.CloseGroup, pb.CloseGroupRequest(name=name))
 
     async def cancel_group(self, name, message=""):
-        response = await self._call(self.stub.CancelGroup,
-                                    pb.CancelGroupRequest(name=name, message=message))
-        return response.cancelled
+        return (await self._cancel_group(name, message)).cancelled
+
+    async def _cancel_group(self, name, message):
+        return await self._call(self.stub.CancelGroup,
+                                pb.CancelGroupRequest(name=name, message=message))
+
+    async def await_group(self, group):
+        """Waits until a closed (or cancelled) group has ended; returns it as it ended. `group`
+        is the Group as a call returned it (close_group, get_group): the wait follows the
+        group's log from group.last_sequence + 1, so it reads one event however many children
+        the group had. An OPEN group does not end until it is closed."""
+        if group.state not in (pb.Group.OPEN, pb.Group.CLOSED):
+            return group
+        async for _ in self.watch(group=group.name, from_sequence=group.last_sequence + 1):
+            pass
+        return await self.get_group(group.name)
 
     def task_group(self, name, **options):
         """asyncio.TaskGroup on the server (see TaskGroup)."""
@@ -487,12 +500,12 @@ class TaskGroup:
         cancelled_from_outside = (et is not None and issubclass(et, asyncio.CancelledError)
                                   and not self._aborting)
         if body_raised or cancelled_from_outside:
-            await asyncio.shield(self._client.cancel_group(
-                self.name, f"the TaskGroup's body raised {et.__name__}"))
+            seen = (await asyncio.shield(self._client._cancel_group(
+                self.name, f"the TaskGroup's body raised {et.__name__}"))).group
         else:
-            await asyncio.shield(self._client.close_group(self.name))
+            seen = await asyncio.shield(self._client.close_group(self.name))
         # The exit always waits for every child (as asyncio's does), even when cancelled.
-        ended = asyncio.ensure_future(self._await_end())
+        ended = asyncio.ensure_future(self._client.await_group(seen))
         try:
             self.group = await asyncio.shield(ended)
         except asyncio.CancelledError:
@@ -515,11 +528,6 @@ class TaskGroup:
         if cancelled_from_outside:
             return False  # the CancelledError goes on
         return et is not None and issubclass(et, asyncio.CancelledError) and self._aborting
-
-    async def _await_end(self):
-        async for _ in self._client.watch(group=self.name):
-            pass
-        return await self._client.get_group(self.name)
 
 
 class Runner:

@@ -4,7 +4,9 @@ errors, runners, and a TaskGroup checked side by side with asyncio's own."""
 
 import asyncio
 import os
+import re
 import sys
+import urllib.request
 
 import pytest
 
@@ -166,6 +168,38 @@ def test_a_task_group_of_policy_all_lists_every_failure(server):
             async with c.task_group("py-fine") as tg:
                 tg.create_task(cotask.sleep(0.01))
             assert tg.group.state == pb.Group.SUCCEEDED
+    run(main())
+
+
+def watch_messages_sent(server):
+    """What the server has sent on Watch streams so far (grpc_server_msg_sent_total)."""
+    with urllib.request.urlopen(f"http://{server.metrics_address}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.search(r'^grpc_server_msg_sent_total\{grpc_method="Watch",'
+                      r'grpc_service="cotask.v1.Scheduler",[^}]*\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_awaiting_a_closed_group_reads_what_follows_the_close_not_its_log(server):
+    async def main():
+        async with cotask.Client(server.address) as c:
+            await c.create_group("py-await")
+            quick = [await c.create_task(cotask.sleep(0), group="py-await") for _ in range(100)]
+            done, pending = await c.wait(quick)
+            assert len(done) == 100 and not pending
+            await c.create_task(cotask.sleep(0.3), group="py-await")
+            closed = await c.close_group("py-await")
+            assert closed.state == pb.Group.CLOSED
+            # OPEN, each quick child's arrival and end, the slow one's arrival, CLOSED.
+            assert closed.last_sequence == 1 + 2 * 100 + 1 + 1
+            before = watch_messages_sent(server)
+            ended = await c.await_group(closed)
+            assert ended.state == pb.Group.SUCCEEDED and ended.children == 101
+            # The slow child's end and the group's, not the 203 events before the close.
+            assert watch_messages_sent(server) - before == 2
+            assert ended.last_sequence == closed.last_sequence + 2
+            # A group that has ended is answered as it is.
+            assert await c.await_group(ended) is ended
     run(main())
 
 
