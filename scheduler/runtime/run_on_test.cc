@@ -1,6 +1,7 @@
 #include "scheduler/runtime/run_on.h"
 
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -101,6 +102,107 @@ TEST(RunOnTest, OnTheCallersOwnLoopACancelBeforeTheRemoteStartsMeansItNeverRuns)
   EXPECT_THAT(loop.RunUntilComplete(call).status(),
               StatusIs(absl::StatusCode::kCancelled, "early"));
   EXPECT_EQ(runs, 0);
+}
+
+Task<int> CountTasks(EventLoop* loop) {
+  int tasks = 0;
+  loop->ForEachTask([&](const TaskRef&) { ++tasks; });
+  co_return tasks;
+}
+
+Task<int> CallCountTasks(EventLoop* loop) { co_return co_await RunOn(*loop, CountTasks(loop)); }
+
+// The coroutine runs inside the one task that reports back (no second task to schedule per
+// call): on the caller's own loop, the caller and that task are all there is.
+TEST(RunOnTest, ACallIsOneTaskOnTheTarget) {
+  EventLoop loop;
+  EXPECT_EQ(loop.RunUntilComplete(CallCountTasks(&loop)).value_or(-1), 2);
+}
+
+// What a remote task did, told to the test's thread when it ended (a std::promise: a hand-off
+// TSan sees).
+struct RemoteRun {
+  int runs = 0;
+  bool cancelled = false;
+  std::promise<void> ended;
+};
+
+Task<int> SleepThenCount(EventLoop::Duration delay, RemoteRun* run) {
+  absl::Status slept = co_await Sleep(delay);
+  run->cancelled = absl::IsCancelled(slept);
+  if (slept.ok()) ++run->runs;
+  run->ended.set_value();
+  COTASK_CO_RETURN_IF_ERROR(slept);
+  co_return run->runs;
+}
+
+// StartOn: the remote task runs while the caller does something else; the outcome waits.
+Task<int> StartThenAwait(EventLoop* other, RemoteRun* run) {
+  RemoteCall<int> call = StartOn(*other, SleepThenCount(1ms, run));
+  COTASK_CO_RETURN_IF_ERROR(co_await Sleep(50ms));  // the remote task ends meanwhile
+  co_return co_await call;
+}
+
+TEST(RunOnTest, StartOnRunsAtOnceAndItsOutcomeWaitsToBeAwaited) {
+  LoopThread other;
+  other.Start();
+  EventLoop loop;
+  RemoteRun run;
+  EXPECT_EQ(loop.RunUntilComplete(StartThenAwait(&other.loop(), &run)).value_or(-1), 1);
+  EXPECT_FALSE(run.cancelled);
+}
+
+Task<int> StartThenDrop(EventLoop* other, RemoteRun* run) {
+  {
+    RemoteCall<int> call = StartOn(*other, SleepThenCount(1h, run));
+    COTASK_CO_RETURN_IF_ERROR(co_await Sleep(5ms));
+  }  // dropped before its outcome came: the remote task is cancelled
+  co_return 0;
+}
+
+TEST(RunOnTest, ARemoteCallDroppedBeforeItsOutcomeCancelsTheRemoteTask) {
+  LoopThread other;
+  other.Start();
+  EventLoop loop;
+  RemoteRun run;
+  ASSERT_TRUE(loop.RunUntilComplete(StartThenDrop(&other.loop(), &run)).ok());
+  ASSERT_EQ(run.ended.get_future().wait_for(10s), std::future_status::ready);
+  EXPECT_TRUE(run.cancelled);
+  EXPECT_EQ(run.runs, 0);
+}
+
+Task<int> StartCancelAwait(EventLoop* other, RemoteRun* run) {
+  RemoteCall<int> call = StartOn(*other, SleepThenCount(1h, run));
+  COTASK_CO_RETURN_IF_ERROR(co_await Sleep(5ms));
+  call.Cancel("enough");
+  co_return co_await call;
+}
+
+TEST(RunOnTest, ARemoteCallCancelledGivesTheRemoteTasksCancelledOutcome) {
+  LoopThread other;
+  other.Start();
+  EventLoop loop;
+  RemoteRun run;
+  EXPECT_THAT(loop.RunUntilComplete(StartCancelAwait(&other.loop(), &run)).status(),
+              StatusIs(absl::StatusCode::kCancelled, "enough"));
+  EXPECT_TRUE(run.cancelled);
+}
+
+Task<int> StartAndAwait(EventLoop* other, RemoteRun* run) {
+  RemoteCall<int> call = StartOn(*other, SleepThenCount(1h, run));
+  co_return co_await call;
+}
+
+TEST(RunOnTest, AwaitingARemoteCallIsCancelledWithTheCallerAndTheRemoteTaskToo) {
+  LoopThread other;
+  other.Start();
+  EventLoop loop;
+  RemoteRun run;
+  TaskHandle<int> caller = loop.CreateTask(StartAndAwait(&other.loop(), &run));
+  loop.CallLater(5ms, [&] { caller.Cancel("stop"); });
+  EXPECT_THAT(loop.RunUntilComplete(caller).status(),
+              StatusIs(absl::StatusCode::kCancelled, "stop"));
+  EXPECT_TRUE(run.cancelled);  // the caller waited for the remote task's cancelled end
 }
 
 }  // namespace
