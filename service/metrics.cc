@@ -224,6 +224,16 @@ class EngineCollector final : public prometheus::Collectable {
     EngineFigure running;
   };
 
+  // The end states' names, as labels and StreamStats' keys. (Made here, when the metrics are,
+  // before the server's threads start: the first name read builds protobuf's descriptors of
+  // scheduler.proto, which gRPC's reflection service reads on its own thread.)
+  const std::array<std::string, kEnds.size()> end_names = {
+      v1::Task::State_Name(kEnds[0]), v1::Task::State_Name(kEnds[1]),
+      v1::Task::State_Name(kEnds[2]), v1::Task::State_Name(kEnds[3])};
+  const std::array<std::string, kGroupEnds.size()> group_end_names = {
+      v1::Group::State_Name(kGroupEnds[0]), v1::Group::State_Name(kGroupEnds[1]),
+      v1::Group::State_Name(kGroupEnds[2]), v1::Group::State_Name(kGroupEnds[3])};
+
   std::array<Kind, kKinds.size()> kinds;
   EngineFigure groups_active;
   std::array<EngineFigure, kGroupEnds.size()> groups_finished;
@@ -281,7 +291,7 @@ class EngineCollector final : public prometheus::Collectable {
       const Label label{"kind", kKinds[k]};
       add(created, {label}, kind.created.Get());
       for (size_t e = 0; e < kEnds.size(); ++e) {
-        add(finished, {label, {"state", v1::Task::State_Name(kEnds[e])}}, kind.finished[e].Get());
+        add(finished, {label, {"state", end_names[e]}}, kind.finished[e].Get());
       }
       if (static_cast<int>(k) != kDispatch) {
         add(pending, {label, {"queue", ""}}, kind.pending.Get());
@@ -306,7 +316,7 @@ class EngineCollector final : public prometheus::Collectable {
     auto groups = family("cotask_groups_finished_total", "Groups that ended, by final state.",
                          MetricType::Counter);
     for (size_t e = 0; e < kGroupEnds.size(); ++e) {
-      add(groups, {{"state", v1::Group::State_Name(kGroupEnds[e])}}, groups_finished[e].Get());
+      add(groups, {{"state", group_end_names[e]}}, groups_finished[e].Get());
     }
     auto log_bytes_family =
         family("cotask_event_log_bytes",
@@ -597,7 +607,7 @@ v1::Stats Metrics::Snapshot() const {
     kind.set_kind(kKinds[k]);
     kind.set_created(figures.created.Get());
     for (size_t end = 0; end < kEnds.size(); ++end) {
-      (*kind.mutable_finished())[v1::Task::State_Name(kEnds[end])] = figures.finished[end].Get();
+      (*kind.mutable_finished())[e.end_names[end]] = figures.finished[end].Get();
     }
     kind.set_pending(figures.pending.Get());
     kind.set_running(figures.running.Get());
@@ -606,8 +616,7 @@ v1::Stats Metrics::Snapshot() const {
   }
   stats.set_groups_active(e.groups_active.Get());
   for (size_t end = 0; end < kGroupEnds.size(); ++end) {
-    (*stats.mutable_groups_finished())[v1::Group::State_Name(kGroupEnds[end])] =
-        e.groups_finished[end].Get();
+    (*stats.mutable_groups_finished())[e.group_end_names[end]] = e.groups_finished[end].Get();
   }
   stats.set_event_log_bytes(e.log_bytes.Get());
   stats.set_event_log_truncated_events(e.log_dropped.Get());

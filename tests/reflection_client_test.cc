@@ -184,7 +184,8 @@ TEST(ReflectionClientTest, RunsAGroupOfSleepTasksAndAnExecTaskKnowingNoProtoFile
   auto daemon = testing::StartDaemon({"--address=127.0.0.1:0", "--exec_allow=/bin/echo"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   ReflectionClient client(daemon->address);
-  ASSERT_TRUE(client.Load("cotask.v1.Scheduler").ok());
+  const absl::Status loaded = client.Load("cotask.v1.Scheduler");
+  ASSERT_TRUE(loaded.ok()) << loaded;
 
   auto group = client.Call("CreateGroup", R"({"name": "first"})");
   ASSERT_TRUE(group.ok()) << group.status();
