@@ -24,6 +24,7 @@
 #include "scheduler/engine/validation.h"
 #include "service/env_flags.h"
 #include "service/server.h"
+#include "service/usable_cpus.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "host:port for gRPC (port 0 picks a free one). Env: COTASK_ADDRESS");
@@ -32,10 +33,10 @@ ABSL_FLAG(std::string, task_failure_log_level, "warning",
           "log tasks that fail or time out at this level: info, warning, error, or none");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port for Prometheus metrics on /metrics (port 0 picks one; empty: none)");
-ABSL_FLAG(int32_t, io_threads, 1,
+ABSL_FLAG(int32_t, io_threads, -1,
           "threads serving gRPC calls (one completion queue each); 0: the engine's thread serves "
-          "them (no thread hops: lower latency; on 2 CPUs more unary calls/s, fewer batched "
-          "tasks/s)");
+          "them (no thread hops: lower latency, and on 2 CPUs more calls/s); -1: 0 if cotaskd "
+          "may use at most 2 CPUs (its affinity mask and cgroup CPU quota), else 1");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "on SIGTERM/SIGINT, how long running tasks get to end before they are cancelled");
 ABSL_FLAG(int64_t, max_request_bytes, 4 << 20, "the largest request message accepted");
@@ -120,6 +121,7 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
   cotask::service::ServerOptions options;
   options.address = absl::GetFlag(FLAGS_address);
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
+  if (options.io_threads == -1) options.io_threads = cotask::service::UsableCpus() <= 2 ? 0 : 1;
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   const std::string failure_level = absl::GetFlag(FLAGS_task_failure_log_level);
   if (failure_level == "info") {
@@ -135,7 +137,7 @@ absl::StatusOr<cotask::service::ServerOptions> OptionsFromFlags() {
         "--task_failure_log_level must be info, warning, error or none");
   }
   if (options.io_threads < 0 || options.io_threads > 64) {
-    return absl::InvalidArgumentError("--io_threads must be from 0 to 64");
+    return absl::InvalidArgumentError("--io_threads must be from 0 to 64, or -1 (automatic)");
   }
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--drain_timeout must be >= 0s");
@@ -289,6 +291,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const size_t allowed = options->engine.exec_allow.size();
+  const int io_threads = options->io_threads;
   auto server = cotask::service::Server::Start(*std::move(options));
   if (!server.ok()) {
     Log(LogLevel::kError, server.status().message());
@@ -305,7 +308,7 @@ int main(int argc, char** argv) {
       {{"address", (*server)->address()},
        {"metrics_address", metrics},
        {"exec_allowed", absl::StrCat(allowed)},
-       {"io_threads", absl::StrCat(absl::GetFlag(FLAGS_io_threads))},
+       {"io_threads", absl::StrCat(io_threads)},
        {"max_pending_tasks", absl::StrCat(absl::GetFlag(FLAGS_max_pending_tasks))}});
 
   while (true) {

@@ -5,8 +5,8 @@
 // `io_threads` runs the event loop of one server completion queue, where the handlers of the
 // calls live and from which they hop to the engine and back. With io_threads 0 the engine's
 // loop serves the calls itself: no hops (a task's end reaches its watcher sooner; on 2 CPUs
-// more unary calls/s), but gRPC's work and the engine's share one thread (fewer batched
-// tasks/s; bench/README.md).
+// more calls/s: bench/README.md), but gRPC's work and the engine's share one thread, which
+// bounds a larger machine. (cotaskd's --io_threads=-1 picks 0 on <= 2 CPUs, else 1.)
 //
 // Thread-safety: Start, SetServing and Shutdown may be called from any thread that does not
 // run one of the server's loops.

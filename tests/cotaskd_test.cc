@@ -151,14 +151,14 @@ TEST(CotaskdTest, BadSettingsAreOneClearErrorAndANonZeroExit) {
        {},
        2,
        "error: --drain_timeout must be >= 0s"},
-      {{"--address=127.0.0.1:0", "--io_threads=-1"},
+      {{"--address=127.0.0.1:0", "--io_threads=-2"},
        {},
        2,
-       "error: --io_threads must be from 0 to 64"},
+       "error: --io_threads must be from 0 to 64, or -1 (automatic)"},
       {{"--address=127.0.0.1:0", "--io_threads=65"},
        {},
        2,
-       "error: --io_threads must be from 0 to 64"},
+       "error: --io_threads must be from 0 to 64, or -1 (automatic)"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = c.args;
