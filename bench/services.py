@@ -197,20 +197,24 @@ class Bench:
                 server.stop()
 
     def dispatch(self):
+        # On the default cotaskd and on one with an I/O thread (on <= 2 CPUs the default has
+        # none: the workers' streams are then served on the engine's thread).
         for _ in range(self.runs):
-            server = self.cotaskd("--max_pending_tasks=2000000", "--queue_maxsize=2000000")
-            workers = [subprocess.Popen([self.binary("bench/noop_worker"),
-                                         f"--server={server.address}", "--queue=bench",
-                                         "--capacity=64"]) for _ in range(4)]
-            try:
-                self.record("dispatch", self.load(server.address, "dispatch",
-                                                  count=self.n(200_000, 2000), batch=1000,
-                                                  inflight=4, queue="bench"))
-            finally:
-                for worker in workers:  # first: they would report the server's going
-                    worker.kill()
-                    worker.wait()
-                server.stop()
+            for name, flags in (("dispatch", ()), ("dispatch_io1", ("--io_threads=1",))):
+                server = self.cotaskd("--max_pending_tasks=2000000", "--queue_maxsize=2000000",
+                                      *flags)
+                workers = [subprocess.Popen([self.binary("bench/noop_worker"),
+                                             f"--server={server.address}", "--queue=bench",
+                                             "--capacity=64"]) for _ in range(4)]
+                try:
+                    self.record(name, self.load(server.address, "dispatch",
+                                                count=self.n(200_000, 2000), batch=1000,
+                                                inflight=4, queue="bench"))
+                finally:
+                    for worker in workers:  # first: they would report the server's going
+                        worker.kill()
+                        worker.wait()
+                    server.stop()
 
     def peers(self, count=20_000):
         for _ in range(self.runs):
@@ -324,6 +328,7 @@ def report(bench):
         ("resident bytes per pending task (1M)", "pending_memory", "bytes_per_item", "bytes"),
         ("resident bytes per Watch stream (10k)", "watch_memory", "bytes_per_item", "bytes"),
         ("dispatch via 4 worker processes", "dispatch", "per_second", "tasks/s"),
+        ("dispatch via 4 workers, --io_threads=1", "dispatch_io1", "per_second", "tasks/s"),
         ("cotask CreateTasks x1000 (peer count)", "batch_peer_count", "per_second", "tasks/s"),
         ("asyncio TaskGroup, in-process", "asyncio", "per_second", "tasks/s"),
         ("gearmand, foreground jobs", "gearman", "per_second", "tasks/s"),
