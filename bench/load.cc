@@ -207,7 +207,8 @@ runtime::Task<double> OpenLoop(int64_t count, int64_t rate, Tasks* calls, const 
   co_return static_cast<double>(count) / Seconds(Clock::now() - start);
 }
 
-// Watches the group until `count` child tasks have ended; on_end(task id, when) for each.
+// Watches the group until `count` child tasks have ended; on_end(task id, when, the event) for
+// each.
 template <class OnEnd, class OnPending = std::nullptr_t>
 runtime::Task<void> WatchEnds(Client* client, std::string group, int64_t count, OnEnd on_end,
                               OnPending on_pending = nullptr) {
@@ -224,7 +225,7 @@ runtime::Task<void> WatchEnds(Client* client, std::string group, int64_t count, 
         if (event.has_task_state() &&
             (state == v1::Task::SUCCEEDED || state == v1::Task::FAILED ||
              state == v1::Task::CANCELLED || state == v1::Task::TIMED_OUT)) {
-          on_end(event.task(), Clock::now());
+          on_end(event.task(), Clock::now(), event);
           ++ended;
         }
         return ended < count;
@@ -386,9 +387,18 @@ runtime::Task<Report> Latency(const Flags& flags) {
   absl::flat_hash_map<std::string, Clock::time_point> pending_seen;
   std::vector<double> create_call;
   create_call.reserve(flags.count);
+  // From the end event's time (the server's clock, when it was logged) to this process seeing
+  // it (the same machine's clock): the delivery alone, without the create call.
+  std::vector<double> end_delivery;
+  end_delivery.reserve(flags.count);
   runtime::TaskHandle<void> watch = runtime::CreateTask(WatchEnds(
       &client, group, flags.count,
-      [&](const std::string& id, Clock::time_point at) { seen.emplace(id, at); },
+      [&](const std::string& id, Clock::time_point at, const v1::Event& event) {
+        seen.emplace(id, at);
+        end_delivery.push_back(static_cast<double>(absl::GetCurrentTimeNanos() -
+                                                   TimeUtil::TimestampToNanoseconds(event.time())) /
+                               1e3);
+      },
       [&](const std::string& id, Clock::time_point at) { pending_seen.emplace(id, at); }));
   auto create = [&](int64_t) -> runtime::Task<void> {
     const auto began = Clock::now();
@@ -412,14 +422,18 @@ runtime::Task<Report> Latency(const Flags& flags) {
     if (auto it = pending_seen.find(id); it != pending_seen.end())
       to_pending_seen.push_back(Seconds(it->second - began) * 1e6);
   }
-  // Create to RUNNING, from the server's own timestamps.
+  // Create to RUNNING and to its end, from the server's own timestamps.
   std::vector<double> to_running;
+  std::vector<double> to_end;
   v1::ListTasksRequest list;
   list.set_group(group);
   list.set_page_size(1000);
   while (true) {
     COTASK_CO_ASSIGN_OR_RETURN(v1::ListTasksResponse page, co_await client.ListTasksAsync(list));
     for (const v1::Task& task : page.tasks()) {
+      to_end.push_back(static_cast<double>(TimeUtil::TimestampToNanoseconds(task.end_time()) -
+                                           TimeUtil::TimestampToNanoseconds(task.create_time())) /
+                       1e3);
       to_running.push_back(
           static_cast<double>(TimeUtil::TimestampToNanoseconds(task.start_time()) -
                               TimeUtil::TimestampToNanoseconds(task.create_time())) /
@@ -431,9 +445,11 @@ runtime::Task<Report> Latency(const Flags& flags) {
   Report report;
   report.Add("offered_per_second", offered);
   report.AddLatencies("to_running", std::move(to_running));
+  report.AddLatencies("to_end", std::move(to_end));
   report.AddLatencies("to_result", std::move(to_result));
   report.AddLatencies("to_pending_seen", std::move(to_pending_seen));
   report.AddLatencies("create_call", std::move(create_call));
+  report.AddLatencies("end_delivery", std::move(end_delivery));
   co_return report;
 }
 
