@@ -80,6 +80,14 @@ struct Flags {
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// The time between two of the server's timestamps, in microseconds.
+double MicrosBetween(const google::protobuf::Timestamp& from,
+                     const google::protobuf::Timestamp& to) {
+  return static_cast<double>(TimeUtil::TimestampToNanoseconds(to) -
+                             TimeUtil::TimestampToNanoseconds(from)) /
+         1e3;
+}
+
 // Percentile p (0..1) of sorted values.
 double Percentile(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0;
@@ -431,13 +439,8 @@ runtime::Task<Report> Latency(const Flags& flags) {
   while (true) {
     COTASK_CO_ASSIGN_OR_RETURN(v1::ListTasksResponse page, co_await client.ListTasksAsync(list));
     for (const v1::Task& task : page.tasks()) {
-      to_end.push_back(static_cast<double>(TimeUtil::TimestampToNanoseconds(task.end_time()) -
-                                           TimeUtil::TimestampToNanoseconds(task.create_time())) /
-                       1e3);
-      to_running.push_back(
-          static_cast<double>(TimeUtil::TimestampToNanoseconds(task.start_time()) -
-                              TimeUtil::TimestampToNanoseconds(task.create_time())) /
-          1e3);
+      to_end.push_back(MicrosBetween(task.create_time(), task.end_time()));
+      to_running.push_back(MicrosBetween(task.create_time(), task.start_time()));
     }
     if (page.next_page_token().empty()) break;
     list.set_page_token(page.next_page_token());

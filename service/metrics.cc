@@ -181,11 +181,6 @@ class EngineHistogram {
     counts_[bucket].Add(1);
     sum_.store(sum_.load(std::memory_order_relaxed) + seconds, std::memory_order_relaxed);
   }
-  uint64_t Count() const {
-    int64_t count = 0;
-    for (const EngineFigure& c : counts_) count += c.Get();
-    return static_cast<uint64_t>(count);
-  }
   prometheus::ClientMetric::Histogram Collect() const {
     prometheus::ClientMetric::Histogram out;
     int64_t cumulative = 0;
@@ -310,36 +305,36 @@ class EngineCollector final : public prometheus::Collectable {
         add(running, {label, {"queue", name}}, queue.running.Get());
       }
     }
-    auto groups_active_family =
-        family("cotask_groups_active", "Groups that have not ended.", MetricType::Gauge);
-    add(groups_active_family, {}, groups_active.Get());
     auto groups = family("cotask_groups_finished_total", "Groups that ended, by final state.",
                          MetricType::Counter);
     for (size_t e = 0; e < kGroupEnds.size(); ++e) {
       add(groups, {{"state", group_end_names[e]}}, groups_finished[e].Get());
     }
-    auto log_bytes_family =
-        family("cotask_event_log_bytes",
-               "Bytes held by the event logs of the tasks and groups kept.", MetricType::Gauge);
-    add(log_bytes_family, {}, log_bytes.Get());
-    auto log_dropped_family =
-        family("cotask_event_log_truncated_events_total",
-               "Events dropped from full event logs (--max_log_bytes).", MetricType::Counter);
-    add(log_dropped_family, {}, log_dropped.Get());
-    auto spawns_family =
-        family("cotask_exec_spawns_total", "Processes exec tasks started.", MetricType::Counter);
-    add(spawns_family, {}, spawns.Get());
-    auto spawn_failures_family =
-        family("cotask_exec_spawn_failures_total", "Exec tasks whose process could not be started.",
-               MetricType::Counter);
-    add(spawn_failures_family, {}, spawn_failures.Get());
+    // A family of one figure without labels.
+    auto single = [&](const char* name, const char* help, MetricType type, int64_t value) {
+      prometheus::MetricFamily f = family(name, help, type);
+      add(f, {}, value);
+      return f;
+    };
     std::vector<prometheus::MetricFamily> out;
     for (prometheus::MetricFamily* f :
-         {&created, &finished, &pending, &running, &wait, &run, &retries, &cancellations,
-          &groups_active_family, &groups, &log_bytes_family, &log_dropped_family, &spawns_family,
-          &spawn_failures_family}) {
+         {&created, &finished, &pending, &running, &wait, &run, &retries, &cancellations}) {
       out.push_back(std::move(*f));
     }
+    out.push_back(single("cotask_groups_active", "Groups that have not ended.", MetricType::Gauge,
+                         groups_active.Get()));
+    out.push_back(std::move(groups));
+    out.push_back(single("cotask_event_log_bytes",
+                         "Bytes held by the event logs of the tasks and groups kept.",
+                         MetricType::Gauge, log_bytes.Get()));
+    out.push_back(single("cotask_event_log_truncated_events_total",
+                         "Events dropped from full event logs (--max_log_bytes).",
+                         MetricType::Counter, log_dropped.Get()));
+    out.push_back(single("cotask_exec_spawns_total", "Processes exec tasks started.",
+                         MetricType::Counter, spawns.Get()));
+    out.push_back(single("cotask_exec_spawn_failures_total",
+                         "Exec tasks whose process could not be started.", MetricType::Counter,
+                         spawn_failures.Get()));
     return out;
   }
 
@@ -514,12 +509,13 @@ const std::string& Metrics::address() const { return state_->address; }
 prometheus::Registry& Metrics::registry() { return *state_->registry; }
 
 std::string Metrics::Scrape() const {
+  // In the exposer's order (Start).
   std::vector<prometheus::MetricFamily> families = state_->engine->Collect();
-  for (const prometheus::Collectable* more :
-       {static_cast<const prometheus::Collectable*>(state_->registry.get()),
-        static_cast<const prometheus::Collectable*>(state_->process.get())}) {
-    for (prometheus::MetricFamily& family : more->Collect()) families.push_back(std::move(family));
-  }
+  auto append = [&families](const prometheus::Collectable& more) {
+    for (prometheus::MetricFamily& family : more.Collect()) families.push_back(std::move(family));
+  };
+  append(*state_->registry);
+  append(*state_->process);
   return prometheus::TextSerializer().Serialize(families);
 }
 
