@@ -15,10 +15,11 @@
 //               to end
 //   batch       CreateTasks of B sleep(0) tasks a call into a group, K calls in flight; then the
 //               group closed and awaited: tasks/s
-//   latency     CreateTask of sleep(0) tasks at R a second (open loop) into a group watched by
-//               one Watch: create to RUNNING (the server's timestamps) and create to the end seen
-//               by the watcher (this process's clock), and the create calls' own latency: p50,
-//               p99, p99.9
+//   latency     CreateTask of sleep(0) tasks at R a second (open loop, evenly spaced) into a group
+//               watched by one Watch: create to RUNNING (the server's timestamps) and create to
+//               the end seen by the watcher (this process's clock), and the create calls' own
+//               latency: p50, p99, p99.9; without --rate, K in flight (closed loop): the peak
+//               of this same work, tasks/s (to the last end seen)
 //   exec        Scheduler.Run of exec /bin/true, K in flight: tasks/s
 //   spawn       posix_spawn(/bin/true) + waitpid in a plain loop, one at a time: processes/s
 //   pending     N sleep tasks delayed by an hour, created in batches of B: the server's resident
@@ -28,6 +29,7 @@
 //               then the group closed and awaited: tasks/s
 #include <grpcpp/grpcpp.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -197,20 +200,30 @@ runtime::Task<void> Spread(int64_t count, int64_t inflight, One one) {
   co_return co_await workers.Wait();
 }
 
-// Open loop: the calls of each millisecond start at its beginning, whatever came back, `rate` a
-// second, `count` in all: issue(i) makes call i, into `calls`. Returns the rate offered. (The
-// calls may outlive this coroutine: `issue`, whose captures they use, must outlive them.)
+// Open loop: call i starts at start + i / rate, whatever came back, `count` in all: issue(i)
+// makes call i, into `calls`. Returns the rate offered. A pacing thread posts each start to
+// this loop at its time: the loop's own timers are as coarse as gRPC's millisecond poll, and
+// starting each millisecond's calls together would measure the bursts' queueing, not the
+// calls. (The calls may outlive this coroutine: `issue`, whose captures they use, must
+// outlive them. Not cancellable.)
 template <class Issue>
 runtime::Task<double> OpenLoop(int64_t count, int64_t rate, Tasks* calls, const Issue& issue) {
+  runtime::EventLoop& loop = runtime::internal::CurrentTaskOrDie("load").loop();
+  runtime::Event paced;
   const auto start = Clock::now();
-  const auto tick = std::chrono::microseconds(1000);
-  int64_t issued = 0;
-  for (int64_t ms = 0; issued < count; ++ms) {
-    const int64_t due = std::min(count, (ms + 1) * rate / 1000);
-    for (; issued < due; ++issued) calls->Add(issue(issued));
-    const auto next = start + tick * (ms + 1);
-    if (next > Clock::now())
-      COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(next - Clock::now()));
+  std::thread pacer([&] {
+    prctl(PR_SET_TIMERSLACK, 1UL);  // (the default slack, 50 us, would be most of a gap)
+    for (int64_t i = 0; i < count; ++i) {
+      std::this_thread::sleep_until(start + std::chrono::nanoseconds(i * 1'000'000'000 / rate));
+      loop.Post([calls, &issue, i] { calls->Add(issue(i)); });
+    }
+    loop.Post([&paced] { paced.Set(); });
+  });
+  const absl::Status waited = co_await paced.Wait();
+  pacer.join();
+  if (!waited.ok()) {
+    std::fprintf(stderr, "load: the open loop was cancelled: %s\n", waited.ToString().c_str());
+    std::exit(1);  // (the pacer's posts use this frame)
   }
   co_return static_cast<double>(count) / Seconds(Clock::now() - start);
 }
@@ -385,7 +398,6 @@ runtime::Task<Report> Throughput(const Flags& flags, bool batched, bool dispatch
 }
 
 runtime::Task<Report> Latency(const Flags& flags) {
-  if (flags.rate == 0) co_return absl::InvalidArgumentError("latency needs --rate");
   ClientOptions options;
   options.server = flags.target;
   Client client(options);
@@ -415,11 +427,18 @@ runtime::Task<Report> Latency(const Flags& flags) {
     create_call.push_back(Seconds(Clock::now() - began) * 1e6);
     co_return absl::OkStatus();
   };
-  Tasks creates;
-  COTASK_CO_ASSIGN_OR_RETURN(const double offered,
-                             co_await OpenLoop(flags.count, flags.rate, &creates, create));
-  COTASK_CO_RETURN_IF_ERROR(co_await creates.Wait());
+  const auto start = Clock::now();
+  double offered = 0;
+  if (flags.rate > 0) {
+    Tasks creates;
+    COTASK_CO_ASSIGN_OR_RETURN(offered,
+                               co_await OpenLoop(flags.count, flags.rate, &creates, create));
+    COTASK_CO_RETURN_IF_ERROR(co_await creates.Wait());
+  } else {
+    COTASK_CO_RETURN_IF_ERROR(co_await Spread(flags.count, flags.inflight, create));
+  }
   COTASK_CO_RETURN_IF_ERROR(co_await watch);
+  const double per_second = static_cast<double>(flags.count) / Seconds(Clock::now() - start);
   // (The group's watcher sees each task's PENDING, then its end: the first says what the
   // watch path alone costs.)
   std::vector<double> to_result;
@@ -446,7 +465,8 @@ runtime::Task<Report> Latency(const Flags& flags) {
     list.set_page_token(page.next_page_token());
   }
   Report report;
-  report.Add("offered_per_second", offered);
+  if (flags.rate > 0) report.Add("offered_per_second", offered);
+  report.Add("per_second", per_second);
   report.AddLatencies("to_running", std::move(to_running));
   report.AddLatencies("to_end", std::move(to_end));
   report.AddLatencies("to_result", std::move(to_result));
