@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
@@ -201,23 +202,42 @@ runtime::Task<void> Spread(int64_t count, int64_t inflight, One one) {
 }
 
 // Open loop: call i starts at start + i / rate, whatever came back, `count` in all: issue(i)
-// makes call i, into `calls`. Returns the rate offered. A pacing thread posts each start to
-// this loop at its time: the loop's own timers are as coarse as gRPC's millisecond poll, and
-// starting each millisecond's calls together would measure the bursts' queueing, not the
-// calls. (The calls may outlive this coroutine: `issue`, whose captures they use, must
-// outlive them. Not cancellable.)
+// makes call i, into `calls`. Returns the rate offered. A pacing thread wakes this loop when
+// calls are due (the loop's own timers are as coarse as gRPC's millisecond poll, and starting
+// each millisecond's calls together would measure the bursts' queueing, not the calls): at
+// most every kPaceTick, and with one wake-up in flight at a time (a busy loop takes what came
+// due meanwhile in one go). (The calls may outlive this coroutine: `issue`, whose captures they
+// use, must outlive them. Not cancellable.)
 template <class Issue>
 runtime::Task<double> OpenLoop(int64_t count, int64_t rate, Tasks* calls, const Issue& issue) {
+  constexpr auto kPaceTick = std::chrono::microseconds(50);
   runtime::EventLoop& loop = runtime::internal::CurrentTaskOrDie("load").loop();
   runtime::Event paced;
+  std::atomic<int64_t> due{0};     // calls whose time has come (the pacer's count)
+  std::atomic<bool> woken{false};  // a wake-up is posted and has not run yet
+  int64_t issued = 0;              // (the loop's)
+  auto take = [&] {
+    woken.store(false);
+    for (const int64_t up_to = due.load(); issued < up_to; ++issued) calls->Add(issue(issued));
+  };
   const auto start = Clock::now();
+  const auto time_of = [&](int64_t i) {
+    return start + std::chrono::nanoseconds(i * 1'000'000'000 / rate);
+  };
   std::thread pacer([&] {
     prctl(PR_SET_TIMERSLACK, 1UL);  // (the default slack, 50 us, would be most of a gap)
-    for (int64_t i = 0; i < count; ++i) {
-      std::this_thread::sleep_until(start + std::chrono::nanoseconds(i * 1'000'000'000 / rate));
-      loop.Post([calls, &issue, i] { calls->Add(issue(i)); });
+    auto woke = start - kPaceTick;
+    for (int64_t i = 0; i < count;) {
+      std::this_thread::sleep_until(std::max(time_of(i), woke + kPaceTick));
+      woke = Clock::now();
+      while (i < count && time_of(i) <= woke) ++i;
+      due.store(i);
+      if (!woken.exchange(true)) loop.Post(take);
     }
-    loop.Post([&paced] { paced.Set(); });
+    loop.Post([&] {
+      take();
+      paced.Set();
+    });
   });
   const absl::Status waited = co_await paced.Wait();
   pacer.join();
