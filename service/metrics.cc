@@ -168,6 +168,14 @@ class EngineFigure {
 };
 
 // Latency buckets from 100us to 1h: tasks range from no-ops to long jobs.
+// The names of `values`, one for each (an end state added to kEnds gets its name here too).
+template <class Enum, size_t N, class NameOf>
+std::array<std::string, N> NamesOf(const std::array<Enum, N>& values, NameOf name_of) {
+  std::array<std::string, N> names;
+  for (size_t i = 0; i < N; ++i) names[i] = name_of(values[i]);
+  return names;
+}
+
 constexpr std::array<double, 16> kTaskBuckets = {
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
 
@@ -222,12 +230,10 @@ class EngineCollector final : public prometheus::Collectable {
   // The end states' names, as labels and StreamStats' keys. (Made here, when the metrics are,
   // before the server's threads start: the first name read builds protobuf's descriptors of
   // scheduler.proto, which gRPC's reflection service reads on its own thread.)
-  const std::array<std::string, kEnds.size()> end_names = {
-      v1::Task::State_Name(kEnds[0]), v1::Task::State_Name(kEnds[1]),
-      v1::Task::State_Name(kEnds[2]), v1::Task::State_Name(kEnds[3])};
-  const std::array<std::string, kGroupEnds.size()> group_end_names = {
-      v1::Group::State_Name(kGroupEnds[0]), v1::Group::State_Name(kGroupEnds[1]),
-      v1::Group::State_Name(kGroupEnds[2]), v1::Group::State_Name(kGroupEnds[3])};
+  const std::array<std::string, kEnds.size()> end_names =
+      NamesOf(kEnds, [](v1::Task::State s) { return v1::Task::State_Name(s); });
+  const std::array<std::string, kGroupEnds.size()> group_end_names =
+      NamesOf(kGroupEnds, [](v1::Group::State s) { return v1::Group::State_Name(s); });
 
   std::array<Kind, kKinds.size()> kinds;
   EngineFigure groups_active;
