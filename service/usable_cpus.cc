@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace cotask::service {
 namespace {
@@ -53,12 +54,36 @@ std::optional<double> CpuQuotaFromCfs(absl::string_view quota_us, absl::string_v
   return Quota(quota, period);  // (-1: none)
 }
 
+std::string CgroupV2Path(absl::string_view proc_self_cgroup) {
+  for (absl::string_view line : absl::StrSplit(proc_self_cgroup, '\n')) {
+    if (absl::ConsumePrefix(&line, "0::")) {
+      line = absl::StripAsciiWhitespace(line);
+      while (absl::ConsumeSuffix(&line, "/")) {
+      }
+      return std::string(line);
+    }
+  }
+  return "";
+}
+
+std::optional<double> CpuQuotaOfCgroupV2(const std::string& root, std::string path) {
+  std::optional<double> tightest;
+  while (true) {
+    const std::optional<double> quota =
+        CpuQuotaFromCpuMax(ReadFile((root + path + "/cpu.max").c_str()));
+    if (quota.has_value() && (!tightest.has_value() || *quota < *tightest)) tightest = quota;
+    if (path.empty()) return tightest;
+    path.resize(path.rfind('/') == std::string::npos ? 0 : path.rfind('/'));
+  }
+}
+
 int UsableCpus() {
   int cpus = static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
   cpu_set_t set;
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = std::max(1, CPU_COUNT(&set));
-  std::optional<double> quota = CpuQuotaFromCpuMax(ReadFile("/sys/fs/cgroup/cpu.max"));
+  std::optional<double> quota =
+      CpuQuotaOfCgroupV2("/sys/fs/cgroup", CgroupV2Path(ReadFile("/proc/self/cgroup")));
   if (!quota.has_value()) {
     quota = CpuQuotaFromCfs(ReadFile("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
                             ReadFile("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
