@@ -1,5 +1,6 @@
 #include "scheduler/runtime/run_on.h"
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <thread>
@@ -119,21 +120,31 @@ TEST(RunOnTest, ACallIsOneTaskOnTheTarget) {
   EXPECT_EQ(loop.RunUntilComplete(CallCountTasks(&loop)).value_or(-1), 2);
 }
 
-// What a remote task did, told to the test's thread when it ended (a std::promise: a hand-off
-// TSan sees).
+// What a remote task did, told to the test's thread: `started` as soon as it runs (polled by
+// the caller's loop), the rest when it ended (a std::promise: a hand-off TSan sees).
 struct RemoteRun {
+  std::atomic<bool> started = false;
   int runs = 0;
   bool cancelled = false;
   std::promise<void> ended;
 };
 
 Task<int> SleepThenCount(EventLoop::Duration delay, RemoteRun* run) {
+  run->started = true;
   absl::Status slept = co_await Sleep(delay);
   run->cancelled = absl::IsCancelled(slept);
   if (slept.ok()) ++run->runs;
   run->ended.set_value();
   COTASK_CO_RETURN_IF_ERROR(slept);
   co_return run->runs;
+}
+
+// On the caller's loop: until the remote task has taken its first step. A cancel sent before
+// then is a cancel before the start (the coroutine never runs), whatever delay a test picked:
+// a busy machine may not run the target's thread for milliseconds.
+Task<void> UntilStarted(const RemoteRun* run) {
+  while (!run->started) COTASK_CO_RETURN_IF_ERROR(co_await Sleep(1ms));
+  co_return absl::OkStatus();
 }
 
 // StartOn: the remote task runs while the caller does something else; the outcome waits.
@@ -155,7 +166,7 @@ TEST(RunOnTest, StartOnRunsAtOnceAndItsOutcomeWaitsToBeAwaited) {
 Task<int> StartThenDrop(EventLoop* other, RemoteRun* run) {
   {
     RemoteCall<int> call = StartOn(*other, SleepThenCount(1h, run));
-    COTASK_CO_RETURN_IF_ERROR(co_await Sleep(5ms));
+    COTASK_CO_RETURN_IF_ERROR(co_await UntilStarted(run));
   }  // dropped before its outcome came: the remote task is cancelled
   co_return 0;
 }
@@ -171,9 +182,39 @@ TEST(RunOnTest, ARemoteCallDroppedBeforeItsOutcomeCancelsTheRemoteTask) {
   EXPECT_EQ(run.runs, 0);
 }
 
+Task<int> StartThenDropAtOnce(EventLoop* other, RemoteRun* run) {
+  { RemoteCall<int> call = StartOn(*other, SleepThenCount(0ms, run)); }
+  co_return 0;
+}
+
+// The target's thread is held up until the call has been started and dropped: the start and
+// the cancel arrive together, and the coroutine never runs (as a task cancelled before its
+// first step never does), on another thread as on the caller's own loop.
+TEST(RunOnTest, ARemoteCallDroppedBeforeTheTargetStartedItNeverRuns) {
+  LoopThread other;
+  other.Start();
+  std::promise<void> holding;
+  std::promise<void> release;
+  other.loop().Post([&holding, until = release.get_future()] {
+    holding.set_value();
+    until.wait();
+  });
+  holding.get_future().wait();
+  EventLoop loop;
+  RemoteRun run;
+  ASSERT_TRUE(loop.RunUntilComplete(StartThenDropAtOnce(&other.loop(), &run)).ok());
+  release.set_value();
+  // Posted after the start and the cancel: runs after the remote task's first step.
+  std::promise<void> after;
+  other.loop().Post([&other, &after] { other.loop().CallSoon([&after] { after.set_value(); }); });
+  ASSERT_EQ(after.get_future().wait_for(10s), std::future_status::ready);
+  EXPECT_FALSE(run.started);
+  EXPECT_EQ(run.runs, 0);
+}
+
 Task<int> StartCancelAwait(EventLoop* other, RemoteRun* run) {
   RemoteCall<int> call = StartOn(*other, SleepThenCount(1h, run));
-  COTASK_CO_RETURN_IF_ERROR(co_await Sleep(5ms));
+  COTASK_CO_RETURN_IF_ERROR(co_await UntilStarted(run));
   call.Cancel("enough");
   co_return co_await call;
 }
@@ -199,7 +240,15 @@ TEST(RunOnTest, AwaitingARemoteCallIsCancelledWithTheCallerAndTheRemoteTaskToo) 
   EventLoop loop;
   RemoteRun run;
   TaskHandle<int> caller = loop.CreateTask(StartAndAwait(&other.loop(), &run));
-  loop.CallLater(5ms, [&] { caller.Cancel("stop"); });
+  // Cancelled once the remote task runs (the caller is awaiting it by then).
+  absl::AnyInvocable<void()> cancel_once_started = [&] {
+    if (run.started) {
+      caller.Cancel("stop");
+    } else {
+      loop.CallLater(1ms, [&] { cancel_once_started(); });
+    }
+  };
+  loop.CallSoon([&] { cancel_once_started(); });
   EXPECT_THAT(loop.RunUntilComplete(caller).status(),
               StatusIs(absl::StatusCode::kCancelled, "stop"));
   EXPECT_TRUE(run.cancelled);  // the caller waited for the remote task's cancelled end
