@@ -142,7 +142,8 @@ class WatcherSlot {
   bool taken_ = false;
 };
 
-// Streams the watched log until its last event; OK then, an error otherwise. The next batch is
+// On an I/O thread: streams the watched log until its last event; OK then, an error otherwise
+// (on the engine's own thread, ServeWatchOnEngine below does the same). The next batch is
 // asked of the engine while this one is written, so that an event that comes meanwhile is
 // written as soon as the stream is free, not after one more round trip to the engine's thread
 // (measured: a watcher saw a task's end 2x later without it). The ask is a StartOn, not a task
@@ -169,14 +170,59 @@ runtime::Task<void> StreamEvents(Impl* impl, const v1::WatchRequest* request,
   }
 }
 
+auto RequestWatchCall(Impl* impl, grpc::ServerCompletionQueue* queue) {
+  return [impl, queue](grpc::ServerContext* context, v1::WatchRequest* request,
+                       grpc::ServerAsyncWriter<v1::Event>* writer, void* tag) {
+    impl->async.RequestWatch(context, request, writer, queue, queue, tag);
+  };
+}
+
+runtime::Task<void> ServeWatch(Impl* impl, runtime::EventLoop* loop,
+                               grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted);
+
+// Watch served on the engine's own loop (--io_threads=0, the default on up to 2 CPUs): one
+// coroutine serves the call and reads the engine directly, with no hop; an idle watcher waits
+// on its log's change event, holding only this frame, its task and gRPC's own call
+// (measured with 10k streams: 17,526 -> 16,321 bytes a stream, bench/README.md).
+runtime::Task<void> ServeWatchOnEngine(Impl* impl, grpc::ServerCompletionQueue* queue,
+                                       GrpcMethodMetrics* counted) {
+  internal::ServerStream<v1::WatchRequest, v1::Event> call;
+  if (!co_await call.Start(RequestWatchCall(impl, queue))) co_return absl::OkStatus();
+  impl->engine_loop->CreateTask(ServeWatch(impl, impl->engine_loop, queue, counted));
+  call.Received(counted);
+  absl::Status status;
+  {
+    WatcherSlot slot(impl);
+    status = slot.status();
+    engine::Engine::WatchBatch batch;  // (its next_sequence: where the next read starts)
+    batch.next_sequence = call.request().from_sequence();
+    std::shared_ptr<runtime::Event> changed;
+    while (status.ok()) {
+      status = impl->engine->ReadEvents(call.request(), batch.next_sequence,
+                                        impl->options.watch_batch_bytes, &batch, &changed);
+      if (!status.ok()) break;
+      if (changed != nullptr) {
+        status = co_await changed->Wait();
+        continue;
+      }
+      for (size_t i = 0; status.ok() && i < batch.events.size(); ++i) {
+        if (!co_await call.writer().Write(batch.events[i], i + 1 < batch.events.size())) {
+          status = absl::CancelledError("the client has gone");
+        }
+      }
+      if (batch.ended) break;
+    }
+  }
+  co_await call.Finish(status);
+  co_await call.Done();
+  co_return absl::OkStatus();
+}
+
 runtime::Task<void> ServeWatch(Impl* impl, runtime::EventLoop* loop,
                                grpc::ServerCompletionQueue* queue, GrpcMethodMetrics* counted) {
+  if (loop == impl->engine_loop) return ServeWatchOnEngine(impl, queue, counted);
   return internal::ServeServerStream<v1::WatchRequest, v1::Event>(
-      counted,
-      [impl, queue](grpc::ServerContext* context, v1::WatchRequest* request,
-                    grpc::ServerAsyncWriter<v1::Event>* writer, void* tag) {
-        impl->async.RequestWatch(context, request, writer, queue, queue, tag);
-      },
+      counted, RequestWatchCall(impl, queue),
       [impl, loop, queue, counted] { loop->CreateTask(ServeWatch(impl, loop, queue, counted)); },
       [impl](const v1::WatchRequest& request, internal::CountedWriter<v1::Event>* writer) {
         return StreamEvents(impl, &request, writer);

@@ -1116,45 +1116,46 @@ void Engine::StampEvents(const v1::WatchRequest& target, std::vector<v1::Event>*
   }
 }
 
-EventLog* Engine::FindLog(const v1::WatchRequest& target) {
-  if (target.has_task()) {
-    TaskRecord* record = FindRecord(target.task());
-    return record == nullptr ? nullptr : &TaskLog(*record);
-  }
-  auto it = groups_.find(target.group());
-  return it == groups_.end() ? nullptr : &it->second->log;
-}
-
 runtime::Task<Engine::WatchBatch> Engine::NextEvents(v1::WatchRequest target, int64_t from,
                                                      size_t max_bytes) {
-  switch (target.target_case()) {
-    case v1::WatchRequest::TARGET_NOT_SET:
-      co_return InvalidField("target", "required: a task or a group");
-    case v1::WatchRequest::kTask:
-      COTASK_CO_RETURN_IF_ERROR(FindTask(target.task(), "task").status());
-      break;
-    case v1::WatchRequest::kGroup:
-      COTASK_CO_RETURN_IF_ERROR(FindGroup(target.group(), "group").status());
-      break;
-  }
-  if (from < 0) co_return InvalidField("from_sequence", "must not be negative", "0");
   while (true) {
-    EventLog* log = FindLog(target);
-    if (log == nullptr) {
-      co_return Error(absl::StatusCode::kNotFound, "FORGOTTEN",
-                      "the watched task or group was forgotten (--retain_finished_*)");
-    }
     WatchBatch batch;
-    batch.next_sequence = log->Read(from, max_bytes, &batch.events);
-    StampEvents(target, &batch.events);
-    // (A reader past the end of a log that has ended has nothing more to wait for either.)
-    batch.ended = log->ended() && batch.next_sequence >= log->next_sequence();
-    if (batch.ended && target.has_task()) RecordOf(target.task()).outcome_read = true;
-    if (batch.events.empty() && target.no_follow()) batch.ended = true;  // caught up
-    if (!batch.events.empty() || batch.ended) co_return batch;
-    std::shared_ptr<runtime::Event> changed = log->Changed();
+    std::shared_ptr<runtime::Event> changed;
+    COTASK_CO_RETURN_IF_ERROR(ReadEvents(target, from, max_bytes, &batch, &changed));
+    if (changed == nullptr) co_return batch;
     COTASK_CO_RETURN_IF_ERROR(co_await changed->Wait());
   }
+}
+
+absl::Status Engine::ReadEvents(const v1::WatchRequest& target, int64_t from, size_t max_bytes,
+                                WatchBatch* batch, std::shared_ptr<runtime::Event>* changed) {
+  TaskRecord* task = nullptr;
+  EventLog* log = nullptr;
+  switch (target.target_case()) {
+    case v1::WatchRequest::TARGET_NOT_SET:
+      return InvalidField("target", "required: a task or a group");
+    case v1::WatchRequest::kTask: {
+      COTASK_ASSIGN_OR_RETURN(task, FindTask(target.task(), "task"));
+      log = &TaskLog(*task);
+      break;
+    }
+    case v1::WatchRequest::kGroup: {
+      COTASK_ASSIGN_OR_RETURN(GroupRecord * group, FindGroup(target.group(), "group"));
+      log = &group->log;
+      break;
+    }
+  }
+  if (from < 0) return InvalidField("from_sequence", "must not be negative", "0");
+  batch->events.clear();
+  changed->reset();
+  batch->next_sequence = log->Read(from, max_bytes, &batch->events);
+  StampEvents(target, &batch->events);
+  // (A reader past the end of a log that has ended has nothing more to wait for either.)
+  batch->ended = log->ended() && batch->next_sequence >= log->next_sequence();
+  if (batch->ended && task != nullptr) task->outcome_read = true;
+  if (batch->events.empty() && target.no_follow()) batch->ended = true;  // caught up
+  if (batch->events.empty() && !batch->ended) *changed = log->Changed();
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------------------------

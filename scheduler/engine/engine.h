@@ -221,6 +221,12 @@ class Engine {
     bool ended = false;  // the batch holds the log's last event: nothing follows
   };
   runtime::Task<WatchBatch> NextEvents(v1::WatchRequest target, int64_t from, size_t max_bytes);
+  // The same step without the wait, for a caller on the engine's own loop (a Watch served
+  // there): fills `batch`, and if it is empty and the watch goes on, sets `changed` to the
+  // event to await before asking again (an idle watcher then costs the engine nothing but its
+  // place among the event's waiters).
+  absl::Status ReadEvents(const v1::WatchRequest& target, int64_t from, size_t max_bytes,
+                          WatchBatch* batch, std::shared_ptr<runtime::Event>* changed);
 
   // Draining: creates are refused with UNAVAILABLE from now on.
   void StartDraining();
@@ -331,7 +337,6 @@ class Engine {
 
   absl::StatusOr<TaskRecord*> FindTask(const std::string& id, const char* field) const;
   absl::StatusOr<GroupRecord*> FindGroup(const std::string& name, const char* field) const;
-  EventLog* FindLog(const v1::WatchRequest& target);
   // A task's log, with its deferred first event in it (TaskRecord::first_event_deferred).
   EventLog& TaskLog(TaskRecord& task);
   // tasks_'s key: the number a task's id spells ("t" and 14 hex digits of a strictly increasing

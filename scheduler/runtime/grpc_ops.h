@@ -49,6 +49,45 @@ class [[nodiscard]] GrpcOp final : public OperationBase {
   bool ok_ = false;
 };
 
+// The state of one operation at a time, for an object whose operations run one after another
+// (a server stream's start, writes and finish, each awaited before the next): the operation is
+// started with the slot's tag, then awaited at once through a pointer-sized awaiter, so a
+// coroutine's frame holds one operation's state instead of an awaiter with its arguments per
+// await (a frame per open stream: bench/README.md). Starting before the await is safe because
+// the operation completes through this loop's queue, which is polled only once the coroutine
+// has suspended. Not cancellable, as GrpcOp.
+//
+//   writer.Write(message, slot.tag());
+//   bool ok = co_await slot.Wait();
+class OperationSlot final : public OperationBase {
+ public:
+  class [[nodiscard]] Awaiter {
+   public:
+    explicit Awaiter(OperationSlot* slot) : slot_(slot) {}
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> at) {
+      slot_->task_ = &internal::CurrentTaskOrDie("a gRPC operation");
+      slot_->task_->Suspend(at, nullptr);
+    }
+    bool await_resume() const noexcept { return slot_->ok_; }
+
+   private:
+    OperationSlot* slot_;
+  };
+
+  void* tag() { return static_cast<void*>(static_cast<OperationBase*>(this)); }
+  // The started operation's outcome; await it at once.
+  Awaiter Wait() { return Awaiter(this); }
+  void Complete(bool ok) override {
+    ok_ = ok;
+    task_->Wake();
+  }
+
+ private:
+  internal::TaskState* task_ = nullptr;
+  bool ok_ = false;
+};
+
 // One operation of a client call; cancelling the awaiting task cancels the call.
 template <class Start>
 class [[nodiscard]] ClientCallOp final : public OperationBase, public internal::CancelHook {

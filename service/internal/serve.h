@@ -115,48 +115,92 @@ runtime::Task<void> ServeUnary(GrpcMethodMetrics* counted, RequestCall request_c
   co_return absl::OkStatus();
 }
 
-// A server stream's writer, counting what it writes.
+// A server stream's writer, counting what it writes: the call's context, gRPC's writer and the
+// slot of its one operation in flight (the start, a write or the finish: each is awaited
+// before the next). Made as part of a ServerStream.
 template <class Message>
 class CountedWriter {
  public:
-  CountedWriter(grpc::ServerAsyncWriter<Message>* writer, GrpcCall* call)
-      : writer_(writer), call_(call) {}
+  CountedWriter(const CountedWriter&) = delete;
+  CountedWriter& operator=(const CountedWriter&) = delete;
+
   // co_await: true if written, false if the stream has gone. `more`: another message follows at
   // once, so gRPC may hold this one to send them together (not the stream's first message: one
   // held with the initial metadata does not complete until a later write flushes it).
   auto Write(const Message& message, bool more = false) {
-    call_->Sent();
+    call_.Sent();
     grpc::WriteOptions options;
     if (more && written_) options.set_buffer_hint();
     written_ = true;
-    return Op([this, &message, options](void* tag) { writer_->Write(message, options, tag); });
+    writer_.Write(message, options, op_.tag());
+    return op_.Wait();
   }
 
- private:
-  grpc::ServerAsyncWriter<Message>* writer_;
-  GrpcCall* call_;
+ protected:
+  CountedWriter() = default;
+  ~CountedWriter() = default;
+
+  grpc::ServerContext context_;
+  grpc::ServerAsyncWriter<Message> writer_{&context_};
+  GrpcCall call_{nullptr};  // counted once the call has come
+  runtime::OperationSlot op_;
   bool written_ = false;
+};
+
+// A server-streaming call's gRPC side, made in the frame of the coroutine that serves it (one
+// frame a stream, with one operation's state: an open stream's memory is mostly gRPC's own,
+// bench/README.md):
+//
+//   ServerStream<Request, Message> call;
+//   if (!co_await call.Start(request_call)) co_return absl::OkStatus();  // shutting down
+//   call.Received(counted);                // counted; now call.request(), call.writer()
+//   ...                                    // co_await call.writer().Write(message)
+//   co_await call.Finish(status);
+//   co_await call.Done();                  // the done signal's tag is back
+template <class Request, class Message>
+class ServerStream final : public CountedWriter<Message> {
+ public:
+  ServerStream() = default;
+
+  // Arms the done signal (a client that goes away cancels the serving task at its current
+  // await) and asks for the call (request_call(context, request, writer, tag)); true once it
+  // has come, false if the server is shutting down (the done signal then never fires: do not
+  // await Done()).
+  template <class RequestCall>
+  auto Start(RequestCall request_call) {
+    done_.Arm(this->context_);
+    request_call(&this->context_, &request_, &this->writer_, this->op_.tag());
+    return this->op_.Wait();
+  }
+  // Counts the call in `counted`'s figures (null: not counted).
+  void Received(GrpcMethodMetrics* counted) {
+    this->call_ = GrpcCall(counted);
+    this->call_.Received();
+  }
+  const Request& request() const { return request_; }
+  CountedWriter<Message>& writer() { return *this; }
+  auto Finish(const absl::Status& status) {
+    this->call_.Handled(status.code());
+    this->writer_.Finish(ToGrpcStatus(status), this->op_.tag());
+    return this->op_.Wait();
+  }
+  auto Done() { return done_.Wait(); }
+
+ private:
+  Request request_;
+  DoneSignal done_;
 };
 
 template <class Request, class Message, class RequestCall, class Next, class Stream>
 runtime::Task<void> ServeServerStream(GrpcMethodMetrics* counted, RequestCall request_call,
                                       Next next, Stream stream) {
-  grpc::ServerContext context;
-  Request request;
-  grpc::ServerAsyncWriter<Message> writer(&context);
-  DoneSignal done;
-  done.Arm(context);
-  const bool started =
-      co_await Op([&](void* tag) { request_call(&context, &request, &writer, tag); });
-  if (!started) co_return absl::OkStatus();  // the server is shutting down (done never fires)
+  ServerStream<Request, Message> call;
+  if (!co_await call.Start(std::move(request_call))) co_return absl::OkStatus();
   next();
-  GrpcCall call(counted);
-  call.Received();
-  CountedWriter<Message> counted_writer(&writer, &call);
-  const absl::Status status = co_await stream(request, &counted_writer);
-  call.Handled(status.code());
-  co_await Op([&](void* tag) { writer.Finish(ToGrpcStatus(status), tag); });
-  co_await done.Wait();
+  call.Received(counted);
+  const absl::Status status = co_await stream(call.request(), &call.writer());
+  co_await call.Finish(status);
+  co_await call.Done();
   co_return absl::OkStatus();
 }
 
