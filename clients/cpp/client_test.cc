@@ -15,6 +15,7 @@
 #include "clients/cpp/runner.h"
 #include "clients/cpp/task_group.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "scheduler/engine/errors.h"
 #include "scheduler/runtime/event_loop.h"
@@ -193,8 +194,20 @@ TEST_F(ClientTest, ARunnerOwnsWhatItCreatesAndCancelsItWhenClosed) {
   ASSERT_TRUE(task.ok()) << task.status();
   EXPECT_EQ(task->labels().at("owner"), "client-test");
   EXPECT_EQ(task->runner(), (*runner)->id());
-  ASSERT_TRUE((*runner)->CreateTask(FailingRequest(0)).ok());
-  std::this_thread::sleep_for(150ms);
+  auto failing = (*runner)->CreateTask(FailingRequest(0));
+  ASSERT_TRUE(failing.ok()) << failing.status();
+  // Closed once the sleeper has been RUNNING well past the 100 ms that make it slow (the report
+  // lists it, and the failure that came at once), however busy the machine: a fixed pause was
+  // not always enough. (The failed task is not looked at: reading its outcome would make the
+  // failure read.)
+  auto ready = [&] {
+    absl::StatusOr<v1::Task> sleeper = client_->GetTask(task->id());
+    if (!sleeper.ok() || sleeper->state() != v1::Task::RUNNING) return false;
+    const auto started = std::chrono::system_clock::time_point(std::chrono::microseconds(
+        google::protobuf::util::TimeUtil::TimestampToMicroseconds(sleeper->start_time())));
+    return std::chrono::system_clock::now() - started > 250ms;
+  };
+  for (int i = 0; i < 500 && !ready(); ++i) std::this_thread::sleep_for(20ms);
   absl::StatusOr<RunnerReport> report = (*runner)->Close("test over");
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_THAT(report->closed.cancelled_tasks(), ElementsAre(task->id()));
