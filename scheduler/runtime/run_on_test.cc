@@ -28,27 +28,27 @@ Task<std::thread::id> HopAndBack(EventLoop* other, EventLoop::Duration delay) {
 }
 
 TEST(RunOnTest, RunsOnTheTargetLoopAndResumesOnTheCallersOwn) {
+  EventLoop loop;    // before `other`: outlives the thread that posts to it
   LoopThread other;  // the other loop, on a thread of its own
   other.Start();
-  EventLoop loop;
   absl::StatusOr<std::thread::id> remote = loop.RunUntilComplete(HopAndBack(&other.loop(), 1ms));
   ASSERT_TRUE(remote.ok()) << remote.status();
   EXPECT_NE(*remote, std::this_thread::get_id());
 }
 
 TEST(RunOnTest, CancellingTheCallerCancelsTheRemoteTask) {
+  EventLoop loop;    // before `other`: outlives the thread that posts to it
   LoopThread other;  // the other loop, on a thread of its own
   other.Start();
-  EventLoop loop;
   TaskHandle<std::thread::id> call = loop.CreateTask(HopAndBack(&other.loop(), 1h));
   loop.CallLater(5ms, [&] { call.Cancel("stop"); });
   EXPECT_THAT(loop.RunUntilComplete(call).status(), StatusIs(absl::StatusCode::kCancelled, "stop"));
 }
 
 TEST(RunOnTest, CancelledBeforeTheRemoteStartsItNeverRuns) {
+  EventLoop loop;    // before `other`: outlives the thread that posts to it
   LoopThread other;  // the other loop, on a thread of its own
   other.Start();
-  EventLoop loop;
   TaskHandle<std::thread::id> call = loop.CreateTask(HopAndBack(&other.loop(), 0ms));
   loop.CallSoon([&] { call.Cancel("early"); });
   absl::StatusOr<std::thread::id> outcome = loop.RunUntilComplete(call);
@@ -155,10 +155,10 @@ Task<int> StartThenAwait(EventLoop* other, RemoteRun* run) {
 }
 
 TEST(RunOnTest, StartOnRunsAtOnceAndItsOutcomeWaitsToBeAwaited) {
+  RemoteRun run;  // these two before `other`: they outlive the thread that touches them
+  EventLoop loop;
   LoopThread other;
   other.Start();
-  EventLoop loop;
-  RemoteRun run;
   EXPECT_EQ(loop.RunUntilComplete(StartThenAwait(&other.loop(), &run)).value_or(-1), 1);
   EXPECT_FALSE(run.cancelled);
 }
@@ -172,10 +172,10 @@ Task<int> StartThenDrop(EventLoop* other, RemoteRun* run) {
 }
 
 TEST(RunOnTest, ARemoteCallDroppedBeforeItsOutcomeCancelsTheRemoteTask) {
+  RemoteRun run;  // these two before `other`: they outlive the thread that touches them
+  EventLoop loop;
   LoopThread other;
   other.Start();
-  EventLoop loop;
-  RemoteRun run;
   ASSERT_TRUE(loop.RunUntilComplete(StartThenDrop(&other.loop(), &run)).ok());
   ASSERT_EQ(run.ended.get_future().wait_for(10s), std::future_status::ready);
   EXPECT_TRUE(run.cancelled);
@@ -191,6 +191,8 @@ Task<int> StartThenDropAtOnce(EventLoop* other, RemoteRun* run) {
 // the cancel arrive together, and the coroutine never runs (as a task cancelled before its
 // first step never does), on another thread as on the caller's own loop.
 TEST(RunOnTest, ARemoteCallDroppedBeforeTheTargetStartedItNeverRuns) {
+  RemoteRun run;  // these two before `other`: they outlive the thread that touches them
+  EventLoop loop;
   LoopThread other;
   other.Start();
   std::promise<void> holding;
@@ -200,8 +202,6 @@ TEST(RunOnTest, ARemoteCallDroppedBeforeTheTargetStartedItNeverRuns) {
     until.wait();
   });
   holding.get_future().wait();
-  EventLoop loop;
-  RemoteRun run;
   ASSERT_TRUE(loop.RunUntilComplete(StartThenDropAtOnce(&other.loop(), &run)).ok());
   release.set_value();
   // Posted after the start and the cancel: runs after the remote task's first step.
@@ -220,10 +220,10 @@ Task<int> StartCancelAwait(EventLoop* other, RemoteRun* run) {
 }
 
 TEST(RunOnTest, ARemoteCallCancelledGivesTheRemoteTasksCancelledOutcome) {
+  RemoteRun run;  // these two before `other`: they outlive the thread that touches them
+  EventLoop loop;
   LoopThread other;
   other.Start();
-  EventLoop loop;
-  RemoteRun run;
   EXPECT_THAT(loop.RunUntilComplete(StartCancelAwait(&other.loop(), &run)).status(),
               StatusIs(absl::StatusCode::kCancelled, "enough"));
   EXPECT_TRUE(run.cancelled);
@@ -235,10 +235,10 @@ Task<int> StartAndAwait(EventLoop* other, RemoteRun* run) {
 }
 
 TEST(RunOnTest, AwaitingARemoteCallIsCancelledWithTheCallerAndTheRemoteTaskToo) {
+  RemoteRun run;  // these two before `other`: they outlive the thread that touches them
+  EventLoop loop;
   LoopThread other;
   other.Start();
-  EventLoop loop;
-  RemoteRun run;
   TaskHandle<int> caller = loop.CreateTask(StartAndAwait(&other.loop(), &run));
   // Cancelled once the remote task runs (the caller is awaiting it by then).
   absl::AnyInvocable<void()> cancel_once_started = [&] {
