@@ -1185,12 +1185,20 @@ void Engine::SignalIfIdle() {
   if (pending_tasks_ == 0) idle_.Set();
 }
 
-EventLog& Engine::TaskLog(TaskRecord& task) {
-  if (task.first_event_deferred) {
-    task.first_event_deferred = false;
-    AppendStateToLog(task.log, "", task.task.create_time(), v1::Task::PENDING, 1);
+EventLog& Engine::TaskLog(TaskRecord& record) {
+  const v1::Task& task = record.task;
+  const int deferred = std::exchange(record.deferred_events, 0);
+  if (deferred >= 1) AppendStateToLog(record.log, "", task.create_time(), v1::Task::PENDING, 1);
+  if (deferred >= 2) {
+    COTASK_CHECK(task.has_start_time(), "a deferred QUEUED event without its start time");
+    AppendStateToLog(record.log, "", task.start_time(), v1::Task::QUEUED, 1);
   }
-  return task.log;
+  if (deferred >= 3) AppendStateToLog(record.log, "", task.start_time(), v1::Task::RUNNING, 1);
+  if (deferred >= 4) {
+    AppendStateToLog(record.log, "", task.end_time(), task.state(), 1, task.has_result(),
+                     /*last=*/true);
+  }
+  return record.log;
 }
 
 void Engine::AppendToLog(EventLog& log, v1::Event event, bool last) {

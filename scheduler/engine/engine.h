@@ -321,8 +321,10 @@ class Engine {
   void QueueStateChanged(TaskRecord& task, v1::Task::State from, v1::Task::State to);
   void ReportQueue(const QueueRecord& queue);
 
-  // The one place where a task's state changes.
+  // The one place where a task's state changes (at `now`: NowProto() if not given).
   void Transition(TaskRecord& task, v1::Task::State to, const absl::Status& error = {});
+  void Transition(TaskRecord& task, v1::Task::State to, const absl::Status& error,
+                  const google::protobuf::Timestamp& now);
   // Cancels a task (by CancelTask, its group, or the drain); false if it has ended.
   bool CancelTaskRecord(TaskRecord& task, const std::string& message);
 
@@ -337,7 +339,7 @@ class Engine {
 
   absl::StatusOr<TaskRecord*> FindTask(const std::string& id, const char* field) const;
   absl::StatusOr<GroupRecord*> FindGroup(const std::string& name, const char* field) const;
-  // A task's log, with its deferred first event in it (TaskRecord::first_event_deferred).
+  // A task's log, with its deferred events in it (TaskRecord::deferred_events).
   EventLog& TaskLog(TaskRecord& task);
   // tasks_'s key: the number a task's id spells ("t" and 14 hex digits of a strictly increasing
   // count of microseconds). Keys sort as the ids do and compare without reading the ids' text

@@ -537,6 +537,59 @@ TEST_F(EngineTest, ATaskLogStartsWithItsPendingEventAtItsCreateTime) {
   EXPECT_TRUE(batch->ended);
 }
 
+// A sleep task that ends before anything reads its log holds no log (its standard events are
+// made from its times when first read): a reader finds the same four events, numbered 1 to 4,
+// at its create, start and end times, the last one ending the log; a result with bytes is kept
+// as it was, not made.
+TEST_F(EngineTest, AnUnreadTaskLogIsMadeFromTheTaskWhenRead) {
+  Engine& e = engine();
+  auto created = e.CreateTask(SleepRequest(0));
+  ASSERT_TRUE(created.ok()) << created.status();
+  RunFor(20ms);
+  v1::GetTaskRequest get;
+  get.set_id(created->id());
+  const v1::Task ended = *e.GetTask(get);
+  ASSERT_EQ(ended.state(), v1::Task::SUCCEEDED);
+  EXPECT_EQ(e.counts().log_bytes, 0);
+
+  v1::WatchRequest target;
+  target.set_task(created->id());
+  auto batch = loop_.RunUntilComplete(e.NextEvents(target, 0, 1 << 20));
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->events.size(), 4u);
+  const v1::Task::State states[] = {v1::Task::PENDING, v1::Task::QUEUED, v1::Task::RUNNING,
+                                    v1::Task::SUCCEEDED};
+  const google::protobuf::Timestamp times[] = {ended.create_time(), ended.start_time(),
+                                               ended.start_time(), ended.end_time()};
+  for (int i = 0; i < 4; ++i) {
+    const v1::Event& event = batch->events[i];
+    EXPECT_EQ(event.sequence(), i + 1);
+    EXPECT_EQ(event.task(), created->id());
+    EXPECT_EQ(event.task_state().state(), states[i]);
+    EXPECT_EQ(event.task_state().attempt(), 1);
+    EXPECT_EQ(event.time(), times[i]);
+  }
+  EXPECT_TRUE(batch->events[3].task_state().has_result());
+  EXPECT_EQ(batch->events[3].task_state().result().ByteSizeLong(), 0u);
+  EXPECT_TRUE(batch->ended);
+  EXPECT_EQ(batch->next_sequence, 5);
+  EXPECT_GT(e.counts().log_bytes, 0);
+
+  v1::CreateTaskRequest with_result = SleepRequest(0);
+  with_result.mutable_spec()->mutable_sleep()->set_result("bytes");
+  auto other = e.CreateTask(with_result);
+  ASSERT_TRUE(other.ok()) << other.status();
+  RunFor(20ms);
+  target.set_task(other->id());
+  batch = loop_.RunUntilComplete(e.NextEvents(target, 0, 1 << 20));
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->events.size(), 4u);
+  EXPECT_EQ(batch->events[2].task_state().state(), v1::Task::RUNNING);
+  EXPECT_EQ(batch->events[3].sequence(), 4);
+  EXPECT_EQ(batch->events[3].task_state().result().output(), "bytes");
+  EXPECT_TRUE(batch->ended);
+}
+
 TEST_F(EngineTest, ListGroupsFiltersByParentAndStateAndPages) {
   Engine& e = engine();
   ASSERT_TRUE(e.CreateGroup(GroupRequest("a")).ok());

@@ -82,15 +82,19 @@ runtime::Task<void> Engine::Life(TaskRecord* record) {
         }
       }
     }
-    Transition(*record, v1::Task::QUEUED);
     if (record->dispatch != nullptr) {
+      Transition(*record, v1::Task::QUEUED);
       // In its queue until a worker takes it (the assignment makes it RUNNING).
       if (!(co_await AwaitWorker(record)).ok()) {
         Transition(*record, v1::Task::CANCELLED, CancelledError(task));
         co_return absl::OkStatus();
       }
     } else {
-      Transition(*record, v1::Task::RUNNING);
+      // Queued and running at once: nothing runs between the two (TaskRecord::deferred_events
+      // makes both from the start time).
+      const google::protobuf::Timestamp now = NowProto();
+      Transition(*record, v1::Task::QUEUED, {}, now);
+      Transition(*record, v1::Task::RUNNING, {}, now);
     }
     // (Not a conditional expression: GCC 12 mishandles co_await inside ?:.)
     runtime::ResultOf<Outcome> outcome = Outcome{};  // (set by one of the two branches)
@@ -312,12 +316,16 @@ runtime::Task<Engine::Outcome> Engine::RunExec(TaskRecord* task) {
 }
 
 void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Status& error) {
+  Transition(record, to, error, NowProto());
+}
+
+void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Status& error,
+                        const google::protobuf::Timestamp& now) {
   v1::Task& task = record.task;
   COTASK_CHECK(!IsTerminal(task.state()), "a terminal task state changed");
   const v1::Task::State from = task.state();
   if (from == v1::Task::RUNNING && record.has_rare()) record.rare().slow_timer.Cancel();
   task.set_state(to);
-  const google::protobuf::Timestamp now = NowProto();
   if (to != v1::Task::PENDING) task.clear_waiting();
   if (to == v1::Task::RUNNING) {
     *task.mutable_start_time() = now;
@@ -332,10 +340,18 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   if (record.dispatch != nullptr) QueueStateChanged(record, from, to);
   if (options_.observer != nullptr) options_.observer->OnTaskState(task, from, to);
 
+  // The standard events of a first attempt wait in deferred_events while nothing else is in
+  // the log (TaskLog makes them when it is used).
+  const bool plain_end =
+      terminal && !task.has_error() && !(task.has_result() && task.result().ByteSizeLong() > 0);
   if (from == v1::Task::STATE_UNSPECIFIED) {
-    record.first_event_deferred = true;  // its creation: the event is made when needed (TaskLog)
-  } else if (terminal &&
-             (task.has_error() || (task.has_result() && task.result().ByteSizeLong() > 0))) {
+    record.deferred_events = 1;
+  } else if ((record.deferred_events == 1 && to == v1::Task::QUEUED &&
+              record.dispatch == nullptr) ||
+             (record.deferred_events == 2 && to == v1::Task::RUNNING) ||
+             (record.deferred_events == 3 && plain_end)) {
+    ++record.deferred_events;
+  } else if (terminal && !plain_end) {
     v1::Event event;  // (its task and group are stamped as it is read: StampEvents)
     *event.mutable_time() = now;
     v1::TaskStateChange& change = *event.mutable_task_state();
