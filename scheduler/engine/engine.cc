@@ -110,22 +110,28 @@ Engine::~Engine() { delayed_timer_.Cancel(); }
 
 absl::Status Engine::CheckGroupAccepts(const std::string& name, const char* field) const {
   auto it = groups_.find(name);
-  if (it == groups_.end()) {
+  return CheckGroupAccepts(it == groups_.end() ? nullptr : it->second.get(), name, field);
+}
+
+absl::Status Engine::CheckGroupAccepts(const GroupRecord* record, const std::string& name,
+                                       const char* field) {
+  if (record == nullptr) {
     return InvalidField(field, absl::StrCat("no group named \"", absl::CHexEscape(name), "\""));
   }
-  const v1::Group& group = it->second->group;
+  const v1::Group& group = record->group;
   if (group.state() == v1::Group::OPEN) return absl::OkStatus();
-  std::string why = it->second->aborted     ? "a child failed"
-                    : it->second->cancelled ? "it was cancelled"
-                    : it->second->timed_out ? "its deadline passed"
-                                            : "it was closed";
+  std::string why = record->aborted     ? "a child failed"
+                    : record->cancelled ? "it was cancelled"
+                    : record->timed_out ? "its deadline passed"
+                                        : "it was closed";
   return Error(absl::StatusCode::kFailedPrecondition, "GROUP_NOT_OPEN",
                absl::StrCat("group ", name, " takes no new tasks: ", why, " (state ",
                             v1::Group::State_Name(group.state()), ")"),
                {{"group", name}, {"state", v1::Group::State_Name(group.state())}});
 }
 
-absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const {
+absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request,
+                                    const GroupRecord* group) const {
   const v1::TaskSpec& spec = request.spec();
   switch (spec.kind_case()) {
     case v1::TaskSpec::KIND_NOT_SET:
@@ -249,7 +255,7 @@ absl::Status Engine::ValidateCreate(const v1::CreateTaskRequest& request) const 
   COTASK_RETURN_IF_ERROR(
       ValidateBytes(request.request_id().size(), "request_id", options_.max_request_id_bytes));
   if (!request.group().empty()) {
-    COTASK_RETURN_IF_ERROR(CheckGroupAccepts(request.group(), "group"));
+    COTASK_RETURN_IF_ERROR(CheckGroupAccepts(group, request.group(), "group"));
   }
   return absl::OkStatus();
 }
@@ -368,7 +374,14 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
   }
   // Validate everything first: a batch is created whole or not at all.
   size_t new_tasks = 0;
-  absl::flat_hash_set<absl::string_view> batch_request_ids;  // (views of the requests)
+  // (Views of the requests' ids, each hashed once for the batch and task_requests_.)
+  absl::flat_hash_set<RequestKey, RequestKey::Hash, RequestKey::Eq> batch_request_ids;
+  std::vector<std::optional<RequestKey>> request_keys(requests.size());
+  // By item: its group's record (null: none, or no such group). A batch's items are mostly in
+  // one group: looked up once for a run of them.
+  std::vector<GroupRecord*> item_groups(requests.size(), nullptr);
+  const std::string* last_group = nullptr;
+  GroupRecord* last_group_record = nullptr;
   absl::flat_hash_set<std::string> new_events;
   absl::flat_hash_map<std::string, int64_t> dispatched;  // queue -> new tasks
   // Requests made in a runner, with its context applied.
@@ -381,14 +394,23 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
   for (size_t i = 0; i < requests.size(); ++i) {
     const std::string& request_id = requests[i]->request_id();
     if (!request_id.empty()) {
-      if (auto it = task_requests_.find(request_id); it != task_requests_.end()) {
+      const RequestKey& key = request_keys[i].emplace(request_id);
+      if (auto it = task_requests_.find(key); it != task_requests_.end()) {
         made_before[i] = it->second;
         continue;
       }
-      if (!batch_request_ids.insert(request_id).second) {
+      if (!batch_request_ids.insert(key).second) {
         repeats[i] = true;
         continue;
       }
+    }
+    if (const std::string& group = requests[i]->group(); !group.empty()) {
+      if (last_group == nullptr || *last_group != group) {
+        auto it = groups_.find(group);
+        last_group = &group;
+        last_group_record = it == groups_.end() ? nullptr : it->second.get();
+      }
+      item_groups[i] = last_group_record;
     }
     absl::Status status;
     if (!requests[i]->runner().empty()) {
@@ -399,7 +421,7 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
         ApplyRunnerContext(**runner, &in_runner.back());
       }
     }
-    if (status.ok()) status = ValidateCreate(*effective[i]);
+    if (status.ok()) status = ValidateCreate(*effective[i], item_groups[i]);
     if (status.ok() && name_items && requests[i]->has_wait_for_room()) {
       status = InvalidField("wait_for_room",
                             "a batch waits as a whole: set CreateTasksRequest.wait_for_room");
@@ -440,8 +462,10 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
   }
   created->Reserve(created->size() + static_cast<int>(effective.size()));
   for (size_t i = 0; i < effective.size(); ++i) {
-    if (repeats[i]) made_before[i] = task_requests_.at(effective[i]->request_id());
-    ViewInto(made_before[i] != nullptr ? *made_before[i] : AddTask(*effective[i]), created->Add());
+    if (repeats[i]) made_before[i] = task_requests_.at(*request_keys[i]);
+    ViewInto(made_before[i] != nullptr ? *made_before[i]
+                                       : AddTask(*effective[i], item_groups[i], request_keys[i]),
+             created->Add());
   }
   ForgetFinished();
   return absl::OkStatus();
@@ -506,7 +530,8 @@ Engine::TaskRecord& Engine::RecordOf(absl::string_view id) const {
   return *record;
 }
 
-Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
+Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request, GroupRecord* group,
+                                    const std::optional<RequestKey>& request_key) {
   auto owned = std::make_unique<TaskRecord>(options_.max_log_bytes);
   TaskRecord& record = *owned;
   v1::Task& task = record.task;
@@ -542,7 +567,9 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
     if (!EnsureEvent(name).signal.is_set()) task.mutable_waiting()->add_events(name);
   }
   tasks_.emplace(key, std::move(owned));
-  if (!task.request_id().empty()) task_requests_[task.request_id()] = &record;
+  if (request_key.has_value()) {
+    task_requests_.emplace(RequestKey(task.request_id(), request_key->hash), &record);
+  }
   if (!request.runner().empty()) {
     record.runner = runners_.at(request.runner()).get();
     record.runner->tasks.insert(task.id());
@@ -554,13 +581,12 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request) {
   }
   ++pending_tasks_;
   idle_.Clear();
-  if (!request.group().empty()) {
-    GroupRecord& group = *groups_.at(request.group());
-    record.group = &group;
-    group.task_keys.push_back(key);
-    group.active_tasks.insert(&record);
-    group.group.set_children(group.group.children() + 1);
-    group.group.set_active_children(group.group.active_children() + 1);
+  if (group != nullptr) {
+    record.group = group;
+    group->task_keys.push_back(key);
+    group->active_tasks.insert(&record);
+    group->group.set_children(group->group.children() + 1);
+    group->group.set_active_children(group->group.active_children() + 1);
   }
   Transition(record, v1::Task::PENDING);
   // A task that waits only for its start time gets its coroutine then: until it starts, a
@@ -1226,7 +1252,7 @@ void Engine::ForgetFinished() {
     finished_tasks_.pop_front();
     if (it == tasks_.end()) continue;
     if (!it->second->task.request_id().empty()) {
-      task_requests_.erase(it->second->task.request_id());
+      task_requests_.erase(RequestKey(it->second->task.request_id()));
     }
     log_bytes_ -= static_cast<int64_t>(it->second->log.bytes());
     tasks_.erase(it);

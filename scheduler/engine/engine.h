@@ -29,6 +29,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
@@ -247,6 +248,22 @@ class Engine {
   struct DispatchState;
   struct Lease;
 
+  // task_requests_'s key: a request id with its hash, computed once per create. (The map then
+  // grows, and a batch's repeats are found, without hashing the ids again: the map's own ids
+  // sit in task records long gone from the cache.)
+  struct RequestKey {
+    explicit RequestKey(absl::string_view id) : id(id), hash(absl::HashOf(id)) {}
+    RequestKey(absl::string_view id, size_t hash) : id(id), hash(hash) {}
+    absl::string_view id;
+    size_t hash;
+    struct Hash {
+      size_t operator()(const RequestKey& key) const { return key.hash; }
+    };
+    struct Eq {
+      bool operator()(const RequestKey& a, const RequestKey& b) const { return a.id == b.id; }
+    };
+  };
+
   // A batch's items, as CreateBatch takes them (views of the request's own pointers).
   static absl::Span<const v1::CreateTaskRequest* const> ItemsOf(
       const v1::CreateTasksRequest& request) {
@@ -265,11 +282,18 @@ class Engine {
   // Waits until `queue` may have room, or `deadline`: false if the deadline came first.
   runtime::Task<bool> AwaitRoom(std::string queue, absl::Time deadline);
   absl::Status ValidateDispatch(const v1::CreateTaskRequest& request) const;
-  absl::Status ValidateCreate(const v1::CreateTaskRequest& request) const;
+  // `group`: the record of the request's group, if there is one by that name.
+  absl::Status ValidateCreate(const v1::CreateTaskRequest& request, const GroupRecord* group) const;
   // options.after, retry, acquire, wait_events.
   absl::Status ValidateCoordination(const v1::TaskOptions& options) const;
   absl::Status CheckGroupAccepts(const std::string& name, const char* field) const;
-  TaskRecord& AddTask(const v1::CreateTaskRequest& request);
+  // The same for a group whose record (null: none by that name) is known.
+  static absl::Status CheckGroupAccepts(const GroupRecord* group, const std::string& name,
+                                        const char* field);
+  // `group`: the record of the request's group (null: none); `request_key`: of its request_id
+  // (if it has one).
+  TaskRecord& AddTask(const v1::CreateTaskRequest& request, GroupRecord* group,
+                      const std::optional<RequestKey>& request_key);
   // The request with its runner's context applied; errors name `field` ("runner").
   absl::StatusOr<RunnerRecord*> FindOpenRunner(const std::string& id, const char* field) const;
   static void ApplyRunnerContext(const RunnerRecord& runner, v1::CreateTaskRequest* request);
@@ -388,7 +412,7 @@ class Engine {
   absl::btree_map<TaskKey, std::unique_ptr<TaskRecord>> tasks_;
   absl::btree_map<std::string, std::unique_ptr<GroupRecord>> groups_;
   // request_id -> its task (the key views the task's own request_id: no second copy).
-  absl::flat_hash_map<absl::string_view, TaskRecord*> task_requests_;
+  absl::flat_hash_map<RequestKey, TaskRecord*, RequestKey::Hash, RequestKey::Eq> task_requests_;
   absl::flat_hash_map<std::string, std::string> group_requests_;  // request_id -> group name
   Permits permits_;
   absl::flat_hash_map<std::string, std::unique_ptr<EventRecord>> events_;
