@@ -471,54 +471,20 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
   return absl::OkStatus();
 }
 
-namespace {
-
-constexpr size_t kTaskIdDigits = 14;
-constexpr char kHexDigits[] = "0123456789abcdef";
-
-}  // namespace
-
 Engine::TaskKey Engine::NewTaskKey() {
   // Microseconds since the epoch, strictly increasing: ids are unique and sort by creation.
   last_id_micros_ = std::max(absl::ToUnixMicros(absl::Now()), last_id_micros_ + 1);
   return static_cast<TaskKey>(last_id_micros_);
 }
 
-std::string Engine::TaskIdOf(TaskKey key) {
-  // "t" and 14 hex digits (what StrFormat("t%014x") gives, without its parsing: once a task).
-  std::string id(1 + kTaskIdDigits, '0');
-  id[0] = 't';
-  for (size_t i = id.size() - 1; i > 0 && key != 0; --i, key >>= 4) {
-    id[i] = kHexDigits[key & 0xf];
-  }
-  return id;
-}
-
-std::optional<Engine::TaskKey> Engine::KeyOf(absl::string_view id) {
-  if (id.size() != 1 + kTaskIdDigits || id[0] != 't') return std::nullopt;
-  TaskKey key = 0;
-  for (const char c : id.substr(1)) {
-    TaskKey digit = 0;
-    if (c >= '0' && c <= '9') {
-      digit = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      digit = c - 'a' + 10;
-    } else {
-      return std::nullopt;
-    }
-    key = key << 4 | digit;
-  }
-  return key;
-}
-
 Engine::TaskKey Engine::OwnKey(absl::string_view id) {
-  const std::optional<TaskKey> key = KeyOf(id);
+  const std::optional<TaskKey> key = TaskKeyOf(id);
   COTASK_CHECK(key.has_value(), "a task id TaskIdOf did not make");
   return *key;
 }
 
 Engine::TaskRecord* Engine::FindRecord(absl::string_view id) const {
-  const std::optional<TaskKey> key = KeyOf(id);
+  const std::optional<TaskKey> key = TaskKeyOf(id);
   if (!key.has_value()) return nullptr;
   auto it = tasks_.find(*key);
   return it == tasks_.end() ? nullptr : it->second.get();
@@ -695,7 +661,7 @@ absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksReque
   };
   TaskKey after = 0;  // (no task has key 0: the first page starts at the first task)
   if (!page.after.empty()) {
-    const std::optional<TaskKey> key = KeyOf(page.after);
+    const std::optional<TaskKey> key = TaskKeyOf(page.after);
     if (!key.has_value()) return InvalidField("page_token", "not a token this server made");
     after = *key;
   }
@@ -1214,14 +1180,14 @@ void Engine::SignalIfIdle() {
 EventLog& Engine::TaskLog(TaskRecord& record) {
   const v1::Task& task = record.task;
   const int deferred = std::exchange(record.deferred_events, 0);
-  if (deferred >= 1) AppendStateToLog(record.log, "", task.create_time(), v1::Task::PENDING, 1);
+  if (deferred >= 1) AppendStateToLog(record.log, 0, task.create_time(), v1::Task::PENDING, 1);
   if (deferred >= 2) {
     COTASK_CHECK(task.has_start_time(), "a deferred QUEUED event without its start time");
-    AppendStateToLog(record.log, "", task.start_time(), v1::Task::QUEUED, 1);
+    AppendStateToLog(record.log, 0, task.start_time(), v1::Task::QUEUED, 1);
   }
-  if (deferred >= 3) AppendStateToLog(record.log, "", task.start_time(), v1::Task::RUNNING, 1);
+  if (deferred >= 3) AppendStateToLog(record.log, 0, task.start_time(), v1::Task::RUNNING, 1);
   if (deferred >= 4) {
-    AppendStateToLog(record.log, "", task.end_time(), task.state(), 1, task.has_result(),
+    AppendStateToLog(record.log, 0, task.end_time(), task.state(), 1, task.has_result(),
                      /*last=*/true);
   }
   return record.log;
@@ -1232,12 +1198,12 @@ void Engine::AppendToLog(EventLog& log, v1::Event event, bool last) {
   CountLogged(log, before, log.Append(std::move(event), last));
 }
 
-void Engine::AppendStateToLog(EventLog& log, std::string task,
+void Engine::AppendStateToLog(EventLog& log, TaskKey task,
                               const google::protobuf::Timestamp& time, v1::Task::State state,
                               int32_t attempt, bool empty_result, bool last) {
   const size_t before = log.bytes();
   CountLogged(log, before,
-              log.AppendStateChange(std::move(task), time, state, attempt, empty_result, last));
+              log.AppendStateChange(task, time, state, attempt, empty_result, last));
 }
 
 void Engine::CountLogged(const EventLog& log, size_t before, int64_t dropped) {

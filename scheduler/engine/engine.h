@@ -38,6 +38,7 @@
 #include "scheduler/engine/event_log.h"
 #include "scheduler/engine/observer.h"
 #include "scheduler/engine/permits.h"
+#include "scheduler/engine/task_key.h"
 #include "scheduler/process/process_spec.h"
 #include "scheduler/runtime/event.h"
 #include "scheduler/runtime/event_loop.h"
@@ -368,11 +369,8 @@ class Engine {
   // tasks_'s key: the number a task's id spells ("t" and 14 hex digits of a strictly increasing
   // count of microseconds). Keys sort as the ids do and compare without reading the ids' text
   // (which cost a cache miss per comparison: 6% of the engine's thread in batches).
-  using TaskKey = uint64_t;
+  using TaskKey = engine::TaskKey;
   TaskKey NewTaskKey();
-  static std::string TaskIdOf(TaskKey key);
-  // None if `id` is not one TaskIdOf makes (so no task has it).
-  static std::optional<TaskKey> KeyOf(absl::string_view id);
   static TaskKey OwnKey(absl::string_view id);  // of an id TaskIdOf made
   // The task with this id; null if there is none (never made, or forgotten).
   TaskRecord* FindRecord(absl::string_view id) const;
@@ -385,7 +383,8 @@ class Engine {
   void StampEvents(const v1::WatchRequest& target, std::vector<v1::Event>* events) const;
   void AppendToLog(EventLog& log, v1::Event event, bool last = false);
   // A plain task state change (EventLog::AppendStateChange): most of what logs hold.
-  void AppendStateToLog(EventLog& log, std::string task, const google::protobuf::Timestamp& time,
+  // `task`: the child task's key in a group's log, 0 in the task's own.
+  void AppendStateToLog(EventLog& log, TaskKey task, const google::protobuf::Timestamp& time,
                         v1::Task::State state, int32_t attempt, bool empty_result = false,
                         bool last = false);
   // The figures (and the observer) after an append to `log`, of `before` bytes, dropped `dropped`.

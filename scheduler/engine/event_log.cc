@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <utility>
 
 #include "google/protobuf/wire_format_lite.h"
@@ -16,15 +18,22 @@ using google::protobuf::internal::WireFormatLite;
 // The serialized size of a submessage field (its tag is one byte) whose content is `bytes`.
 size_t FieldSize(size_t bytes) { return 1 + WireFormatLite::LengthDelimitedSize(bytes); }
 
+uint32_t SizeOf(size_t bytes) {
+  COTASK_CHECK(bytes <= UINT32_MAX, "an event of 4 GiB or more");
+  return static_cast<uint32_t>(bytes);
+}
+
 }  // namespace
 
 int64_t EventLog::Append(v1::Event event, bool last) {
   event.set_sequence(next_sequence());
-  const size_t bytes = event.ByteSizeLong();
-  return Push({std::move(event), bytes}, last);
+  Entry entry;
+  entry.bytes = SizeOf(event.ByteSizeLong());
+  entry.whole = std::make_unique<v1::Event>(std::move(event));
+  return Push(std::move(entry), last);
 }
 
-int64_t EventLog::AppendStateChange(std::string task, const google::protobuf::Timestamp& time,
+int64_t EventLog::AppendStateChange(TaskKey task, const google::protobuf::Timestamp& time,
                                     v1::Task::State state, int32_t attempt, bool empty_result,
                                     bool last) {
   // What v1::Event::ByteSizeLong gives for these fields (one-byte tags; zeros are not sent).
@@ -37,32 +46,36 @@ int64_t EventLog::AppendStateChange(std::string task, const google::protobuf::Ti
   if (empty_result) change_bytes += FieldSize(0);
   size_t bytes = 1 + WireFormatLite::Int64Size(next_sequence()) + FieldSize(time_bytes) +
                  FieldSize(change_bytes);
-  if (!task.empty()) bytes += FieldSize(task.size());
-  return Push(
-      {StateChange{std::move(task), time.seconds(), time.nanos(), state, attempt, empty_result},
-       bytes},
-      last);
+  if (task != 0) bytes += FieldSize(kTaskIdSize);
+  Entry entry;
+  entry.task = task;
+  entry.seconds = time.seconds();
+  entry.nanos = time.nanos();
+  entry.attempt = attempt;
+  entry.bytes = SizeOf(bytes);
+  entry.state = static_cast<uint8_t>(state);
+  entry.empty_result = empty_result;
+  return Push(std::move(entry), last);
 }
 
 google::protobuf::Timestamp EventLog::TimeOf(const Entry& entry) {
-  const auto* change = std::get_if<StateChange>(&entry.event);
-  if (change == nullptr) return std::get<v1::Event>(entry.event).time();
+  if (entry.whole != nullptr) return entry.whole->time();
   google::protobuf::Timestamp time;
-  time.set_seconds(change->seconds);
-  time.set_nanos(change->nanos);
+  time.set_seconds(entry.seconds);
+  time.set_nanos(entry.nanos);
   return time;
 }
 
 v1::Event EventLog::Whole(const Entry& entry, int64_t sequence) {
   v1::Event event;
-  if (const auto* change = std::get_if<StateChange>(&entry.event)) {
-    if (!change->task.empty()) event.set_task(change->task);
-    *event.mutable_time() = TimeOf(entry);
-    event.mutable_task_state()->set_state(change->state);
-    event.mutable_task_state()->set_attempt(change->attempt);
-    if (change->empty_result) event.mutable_task_state()->mutable_result();
+  if (entry.whole != nullptr) {
+    event = *entry.whole;
   } else {
-    event = std::get<v1::Event>(entry.event);
+    if (entry.task != 0) event.set_task(TaskIdOf(entry.task));
+    *event.mutable_time() = TimeOf(entry);
+    event.mutable_task_state()->set_state(static_cast<v1::Task::State>(entry.state));
+    event.mutable_task_state()->set_attempt(entry.attempt);
+    if (entry.empty_result) event.mutable_task_state()->mutable_result();
   }
   event.set_sequence(sequence);
   return event;
@@ -80,7 +93,7 @@ int64_t EventLog::Push(Entry entry, bool last) {
   // Keep the newest event whatever its size: a reader must always find the terminal one.
   while (bytes_ > max_bytes_ && size() > 1) {
     bytes_ -= events_[head_].bytes;
-    events_[head_].event = StateChange{};
+    events_[head_].whole.reset();
     ++head_;
     ++first_sequence_;
     ++dropped;

@@ -6,8 +6,9 @@
 // last event appended may end the log (a terminal state): readers then know nothing follows.
 //
 // A task's plain state change (no result, no error: most events of most logs) is kept compact,
-// its fields without a message, and made into a v1::Event when it is read: a task that nobody
-// watches never makes one. Its size counts as the event's would.
+// its fields without a message (a group's child by its TaskKey, not its id), and made into a
+// v1::Event when it is read: a task that nobody watches never makes one, and a group's log
+// takes 40 bytes a child's event. Its size counts as the event's would.
 //
 // Watchers wait with `co_await log.Changed()->Wait()`: the event is set, once, by the next
 // Append. Loop thread only.
@@ -18,10 +19,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <variant>
 #include <vector>
 
 #include "cotask/v1/scheduler.pb.h"
+#include "scheduler/engine/task_key.h"
 #include "scheduler/runtime/event.h"
 
 namespace cotask::engine {
@@ -33,10 +34,10 @@ class EventLog {
   // Stamps the event with the next sequence number and appends it; `last` ends the log.
   // Returns the number of events dropped to stay within the bound.
   int64_t Append(v1::Event event, bool last = false);
-  // Appends what Append(event) would of an event with only these fields: `task` (empty: none),
-  // `time`, and task_state's `state`, `attempt` and, if `empty_result`, an empty result (a
-  // sleep task's success).
-  int64_t AppendStateChange(std::string task, const google::protobuf::Timestamp& time,
+  // Appends what Append(event) would of an event with only these fields: `task` (the id of
+  // this key; 0: none), `time`, and task_state's `state`, `attempt` and, if `empty_result`, an
+  // empty result (a sleep task's success).
+  int64_t AppendStateChange(TaskKey task, const google::protobuf::Timestamp& time,
                             v1::Task::State state, int32_t attempt, bool empty_result,
                             bool last = false);
 
@@ -54,17 +55,16 @@ class EventLog {
   size_t bytes() const { return bytes_; }
 
  private:
-  struct StateChange {
-    std::string task;
-    int64_t seconds;
-    int32_t nanos;
-    v1::Task::State state;
-    int32_t attempt;
-    bool empty_result;
-  };
+  // A compact state change, or (`whole` set) any other event.
   struct Entry {
-    std::variant<StateChange, v1::Event> event;
-    size_t bytes;
+    TaskKey task = 0;
+    int64_t seconds = 0;
+    int32_t nanos = 0;
+    int32_t attempt = 0;
+    uint32_t bytes = 0;  // the event's serialized size (events are far below 4 GiB)
+    uint8_t state = 0;   // a v1::Task::State
+    bool empty_result = false;
+    std::unique_ptr<v1::Event> whole;
   };
 
   size_t size() const { return events_.size() - head_; }

@@ -1,6 +1,7 @@
 #include "scheduler/engine/event_log.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,7 @@ google::protobuf::Timestamp Time(int64_t seconds, int32_t nanos) {
 }
 
 struct Change {
-  std::string task;
+  TaskKey task;  // 0: none
   google::protobuf::Timestamp time;
   v1::Task::State state;
   int32_t attempt;
@@ -26,7 +27,7 @@ struct Change {
 
 v1::Event WholeEvent(const Change& change) {
   v1::Event event;
-  if (!change.task.empty()) event.set_task(change.task);
+  if (change.task != 0) event.set_task(TaskIdOf(change.task));
   *event.mutable_time() = change.time;
   event.mutable_task_state()->set_state(change.state);
   event.mutable_task_state()->set_attempt(change.attempt);
@@ -35,17 +36,19 @@ v1::Event WholeEvent(const Change& change) {
 }
 
 // Every field zero or not, small and large (multi-byte varints, negative nanos are not valid
-// Timestamps but are still counted right), and sequence numbers past one byte.
+// Timestamps but are still counted right), keys from the smallest to the largest, and sequence
+// numbers past one byte.
 std::vector<Change> Changes() {
   std::vector<Change> changes = {
-      {"", Time(0, 0), v1::Task::PENDING, 1, false},
-      {"t0005f1c2a3b4c5", Time(1'790'000'000, 123'456'789), v1::Task::RUNNING, 1, false},
-      {"", Time(1'790'000'000, 0), v1::Task::SUCCEEDED, 1, true},
-      {"t", Time(1, 999'999'999), v1::Task::STATE_UNSPECIFIED, 0, false},
-      {std::string(200, 'x'), Time(-62'135'596'800, 1), v1::Task::CANCELLED, 300'000, true},
+      {0, Time(0, 0), v1::Task::PENDING, 1, false},
+      {0x5f1c2a3b4c5, Time(1'790'000'000, 123'456'789), v1::Task::RUNNING, 1, false},
+      {0, Time(1'790'000'000, 0), v1::Task::SUCCEEDED, 1, true},
+      {1, Time(1, 999'999'999), v1::Task::STATE_UNSPECIFIED, 0, false},
+      {0xffffffffffffff, Time(-62'135'596'800, 1), v1::Task::CANCELLED, 300'000, true},
+      {0x5f1c2a3b4c6, Time(253'402'300'799, 999'999'999), v1::Task::TIMED_OUT, 1, false},
   };
   for (int i = 0; i < 300; ++i) {
-    changes.push_back({"t0005f1c2a3b4c5", Time(1'790'000'000 + i, i * 1000), v1::Task::QUEUED,
+    changes.push_back({0x5f1c2a3b4c5, Time(1'790'000'000 + i, i * 1000), v1::Task::QUEUED,
                        i + 1, i % 2 == 0});
   }
   return changes;
@@ -58,7 +61,7 @@ TEST(EventLogTest, ACompactStateChangeReadsAndCountsAsTheWholeEventWould) {
     whole.Append(WholeEvent(change));
     compact.AppendStateChange(change.task, change.time, change.state, change.attempt,
                               change.empty_result);
-    ASSERT_EQ(compact.bytes(), whole.bytes()) << "after " << change.task;
+    ASSERT_EQ(compact.bytes(), whole.bytes()) << "after " << TaskIdOf(change.task);
   }
   std::vector<v1::Event> from_whole;
   std::vector<v1::Event> from_compact;
@@ -73,12 +76,12 @@ TEST(EventLogTest, ACompactStateChangeReadsAndCountsAsTheWholeEventWould) {
 
 TEST(EventLogTest, CompactAndWholeEventsMixInOneLogInOrder) {
   EventLog log(1 << 20);
-  log.AppendStateChange("", Time(10, 0), v1::Task::PENDING, 1, false);
+  log.AppendStateChange(0, Time(10, 0), v1::Task::PENDING, 1, false);
   v1::Event output;
   *output.mutable_time() = Time(11, 0);
   output.mutable_output()->set_data("hello");
   log.Append(output);
-  log.AppendStateChange("", Time(12, 0), v1::Task::SUCCEEDED, 1, true, /*last=*/true);
+  log.AppendStateChange(0, Time(12, 0), v1::Task::SUCCEEDED, 1, true, /*last=*/true);
   EXPECT_TRUE(log.ended());
   std::vector<v1::Event> events;
   EXPECT_EQ(log.Read(2, 1 << 20, &events), 4);
@@ -95,7 +98,7 @@ TEST(EventLogTest, DroppedCompactEventsReadAsOneTruncatedMarkerTimedAtTheFirstKe
   EventLog log(60);
   for (int i = 1; i <= 5; ++i) {
     EXPECT_GE(
-        log.AppendStateChange("t0005f1c2a3b4c5", Time(100 + i, 0), v1::Task::RUNNING, i, false), 0);
+        log.AppendStateChange(0x5f1c2a3b4c5, Time(100 + i, 0), v1::Task::RUNNING, i, false), 0);
   }
   std::vector<v1::Event> events;
   EXPECT_EQ(log.Read(1, 1 << 20, &events), 6);
@@ -107,6 +110,18 @@ TEST(EventLogTest, DroppedCompactEventsReadAsOneTruncatedMarkerTimedAtTheFirstKe
   EXPECT_EQ(events[0].time().seconds(), events[1].time().seconds());
   EXPECT_EQ(events[1].time().seconds(), 100 + first_kept);
   EXPECT_LE(log.bytes(), 60u);
+}
+
+TEST(EventLogTest, AChildsKeyIsReadAsTheIdItSpells) {
+  EventLog log(1 << 20);
+  log.AppendStateChange(0x5f1c2a3b4c5, Time(10, 0), v1::Task::PENDING, 1, false);
+  std::vector<v1::Event> events;
+  log.Read(1, 1 << 20, &events);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].task(), "t0005f1c2a3b4c5");
+  EXPECT_EQ(TaskKeyOf("t0005f1c2a3b4c5"), TaskKey{0x5f1c2a3b4c5});
+  EXPECT_EQ(TaskKeyOf("t0005f1c2a3b4cg"), std::nullopt);
+  EXPECT_EQ(TaskKeyOf("t0005f1c2a3b4c"), std::nullopt);
 }
 
 }  // namespace

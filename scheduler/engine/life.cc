@@ -361,7 +361,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     if (task.has_error()) *change.mutable_error() = task.error();
     AppendToLog(TaskLog(record), std::move(event), terminal);
   } else {
-    AppendStateToLog(TaskLog(record), "", now, to, task.attempt(), terminal && task.has_result(),
+    AppendStateToLog(TaskLog(record), 0, now, to, task.attempt(), terminal && task.has_result(),
                      terminal);
   }
   if (record.group != nullptr && ((to == v1::Task::PENDING && task.attempt() == 1) || terminal)) {
@@ -378,7 +378,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
       *told.mutable_error() = task.error();
       AppendToLog(record.group->log, std::move(summary));
     } else {
-      AppendStateToLog(record.group->log, task.id(), now, to, task.attempt());
+      AppendStateToLog(record.group->log, OwnKey(task.id()), now, to, task.attempt());
     }
   }
   if (!terminal) return;
