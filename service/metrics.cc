@@ -56,11 +56,8 @@ int KindIndex(const v1::Task& task) {
   return task.spec().has_exec() ? 1 : task.spec().has_dispatch() ? kDispatch : 0;
 }
 
-double Seconds(const google::protobuf::Timestamp& from, const google::protobuf::Timestamp& to) {
-  return static_cast<double>(TimeUtil::TimestampToNanoseconds(to) -
-                             TimeUtil::TimestampToNanoseconds(from)) /
-         1e9;
-}
+// From and to: Unix nanoseconds (engine::TaskTimes).
+double Seconds(int64_t from, int64_t to) { return static_cast<double>(to - from) / 1e9; }
 
 prometheus::Family<prometheus::Counter>& Counters(prometheus::Registry& r, const char* name,
                                                   const char* help) {
@@ -638,7 +635,8 @@ v1::Stats Metrics::Snapshot() const {
   return stats;
 }
 
-void Metrics::OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::State to) {
+void Metrics::OnTaskState(const v1::Task& task, const engine::TaskTimes& times,
+                          v1::Task::State from, v1::Task::State to) {
   EngineCollector& e = *state_->engine;
   const int k = KindIndex(task);
   EngineCollector::Kind& kind = e.kinds[k];
@@ -658,7 +656,7 @@ void Metrics::OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::
     }
   }
   if (to == v1::Task::RUNNING && task.attempt() == 1) {
-    kind.wait_seconds.Observe(Seconds(task.create_time(), task.start_time()));
+    kind.wait_seconds.Observe(Seconds(times.create, times.start));
   }
   if (from == v1::Task::RUNNING && to == v1::Task::PENDING) kind.retries.Add(1);
   const auto end = std::find(kEnds.begin(), kEnds.end(), to);
@@ -666,7 +664,7 @@ void Metrics::OnTaskState(const v1::Task& task, v1::Task::State from, v1::Task::
     kind.finished[end - kEnds.begin()].Add(1);
     if (to == v1::Task::CANCELLED) kind.cancellations.Add(1);
     if (from == v1::Task::RUNNING) {
-      kind.run_seconds.Observe(Seconds(task.start_time(), task.end_time()));
+      kind.run_seconds.Observe(Seconds(times.start, times.end));
     }
   }
 }

@@ -6,15 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdint>
 #include <string>
 #include <thread>
-
-#include "google/protobuf/util/time_util.h"
 
 namespace cotask::service {
 namespace {
 
-using google::protobuf::util::TimeUtil;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -22,9 +20,11 @@ v1::Task SleepTask() {
   v1::Task task;
   task.mutable_spec()->mutable_sleep();
   task.set_attempt(1);
-  *task.mutable_create_time() = TimeUtil::MillisecondsToTimestamp(1'000'000);
   return task;
 }
+
+// Created at 1000 s (Unix nanoseconds, as the engine keeps them).
+constexpr int64_t kCreated = 1'000'000'000'000;
 
 v1::Task DispatchTask(const std::string& queue) {
   v1::Task task = SleepTask();
@@ -35,14 +35,15 @@ v1::Task DispatchTask(const std::string& queue) {
 TEST(MetricsTest, ATasksLifeMovesItsKindsFiguresAndItsHistogramsBuckets) {
   std::unique_ptr<Metrics> metrics = Metrics::Unserved();
   v1::Task task = SleepTask();
-  metrics->OnTaskState(task, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
+  engine::TaskTimes times{.create = kCreated};
+  metrics->OnTaskState(task, times, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
   std::string text = metrics->Scrape();
   EXPECT_THAT(text, HasSubstr("cotask_tasks_created_total{kind=\"sleep\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("cotask_tasks_pending{kind=\"sleep\",queue=\"\"} 1\n"));
 
   // Started 300us after its creation (bucket le=0.0005), ran 2s (bucket le=5).
-  *task.mutable_start_time() = TimeUtil::MicrosecondsToTimestamp(1'000'000'300);
-  metrics->OnTaskState(task, v1::Task::PENDING, v1::Task::RUNNING);
+  times.start = kCreated + 300'000;
+  metrics->OnTaskState(task, times, v1::Task::PENDING, v1::Task::RUNNING);
   text = metrics->Scrape();
   EXPECT_THAT(text, HasSubstr("cotask_tasks_pending{kind=\"sleep\",queue=\"\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("cotask_tasks_running{kind=\"sleep\",queue=\"\"} 1\n"));
@@ -52,8 +53,8 @@ TEST(MetricsTest, ATasksLifeMovesItsKindsFiguresAndItsHistogramsBuckets) {
   EXPECT_THAT(text, HasSubstr("cotask_task_wait_seconds_count{kind=\"sleep\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("cotask_task_wait_seconds_sum{kind=\"sleep\"} 0.0003\n"));
 
-  *task.mutable_end_time() = TimeUtil::MicrosecondsToTimestamp(1'002'000'300);
-  metrics->OnTaskState(task, v1::Task::RUNNING, v1::Task::CANCELLED);
+  times.end = times.start + 2'000'000'000;
+  metrics->OnTaskState(task, times, v1::Task::RUNNING, v1::Task::CANCELLED);
   text = metrics->Scrape();
   EXPECT_THAT(text, HasSubstr("cotask_tasks_running{kind=\"sleep\",queue=\"\"} 0\n"));
   EXPECT_THAT(text,
@@ -64,9 +65,10 @@ TEST(MetricsTest, ATasksLifeMovesItsKindsFiguresAndItsHistogramsBuckets) {
   EXPECT_THAT(text, HasSubstr("cotask_task_run_seconds_sum{kind=\"sleep\"} 2\n"));
   // A bound is its own bucket's (le: less than or equal).
   v1::Task second = SleepTask();
-  metrics->OnTaskState(second, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
-  *second.mutable_start_time() = TimeUtil::MicrosecondsToTimestamp(1'000'000'100);
-  metrics->OnTaskState(second, v1::Task::PENDING, v1::Task::RUNNING);
+  engine::TaskTimes second_times{.create = kCreated};
+  metrics->OnTaskState(second, second_times, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
+  second_times.start = kCreated + 100'000;
+  metrics->OnTaskState(second, second_times, v1::Task::PENDING, v1::Task::RUNNING);
   EXPECT_THAT(metrics->Scrape(),
               HasSubstr("cotask_task_wait_seconds_bucket{kind=\"sleep\",le=\"0.0001\"} 1\n"));
 
@@ -84,17 +86,18 @@ TEST(MetricsTest, DispatchTasksAreCountedByQueueAndInTheirKindsTotal) {
   std::unique_ptr<Metrics> metrics = Metrics::Unserved();
   v1::Task in_a = DispatchTask("a");
   v1::Task in_b = DispatchTask("b");
-  metrics->OnTaskState(in_a, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
-  metrics->OnTaskState(in_a, v1::Task::PENDING, v1::Task::QUEUED);
-  metrics->OnTaskState(in_b, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
-  metrics->OnTaskState(in_b, v1::Task::PENDING, v1::Task::QUEUED);
-  *in_b.mutable_start_time() = in_b.create_time();
-  metrics->OnTaskState(in_b, v1::Task::QUEUED, v1::Task::RUNNING);
+  engine::TaskTimes times{.create = kCreated};
+  metrics->OnTaskState(in_a, times, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
+  metrics->OnTaskState(in_a, times, v1::Task::PENDING, v1::Task::QUEUED);
+  metrics->OnTaskState(in_b, times, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
+  metrics->OnTaskState(in_b, times, v1::Task::PENDING, v1::Task::QUEUED);
+  times.start = times.create;
+  metrics->OnTaskState(in_b, times, v1::Task::QUEUED, v1::Task::RUNNING);
   // A retry: back to PENDING, counted as one.
   in_b.set_attempt(2);
-  metrics->OnTaskState(in_b, v1::Task::RUNNING, v1::Task::PENDING);
-  metrics->OnTaskState(in_b, v1::Task::PENDING, v1::Task::QUEUED);
-  metrics->OnTaskState(in_b, v1::Task::QUEUED, v1::Task::RUNNING);
+  metrics->OnTaskState(in_b, times, v1::Task::RUNNING, v1::Task::PENDING);
+  metrics->OnTaskState(in_b, times, v1::Task::PENDING, v1::Task::QUEUED);
+  metrics->OnTaskState(in_b, times, v1::Task::QUEUED, v1::Task::RUNNING);
   const std::string text = metrics->Scrape();
   EXPECT_THAT(text, HasSubstr("cotask_tasks_pending{kind=\"dispatch\",queue=\"a\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("cotask_tasks_running{kind=\"dispatch\",queue=\"a\"} 0\n"));
@@ -153,11 +156,12 @@ TEST(MetricsTest, ScrapesReadWhileTheEnginesThreadWrites) {
   constexpr int kTasks = 20'000;
   for (int i = 0; i < kTasks; ++i) {
     v1::Task task = DispatchTask(i % 2 == 0 ? "even" : "odd");
-    metrics->OnTaskState(task, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
-    *task.mutable_start_time() = task.create_time();
-    metrics->OnTaskState(task, v1::Task::PENDING, v1::Task::RUNNING);
-    *task.mutable_end_time() = task.start_time();
-    metrics->OnTaskState(task, v1::Task::RUNNING, v1::Task::SUCCEEDED);
+    engine::TaskTimes times{.create = kCreated};
+    metrics->OnTaskState(task, times, v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
+    times.start = times.create;
+    metrics->OnTaskState(task, times, v1::Task::PENDING, v1::Task::RUNNING);
+    times.end = times.start;
+    metrics->OnTaskState(task, times, v1::Task::RUNNING, v1::Task::SUCCEEDED);
     metrics->OnEventLogs(i, 1);
   }
   done = true;

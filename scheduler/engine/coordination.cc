@@ -221,7 +221,7 @@ void Engine::WatchSlowTask(TaskRecord& record) {
         v1::SlowTask& slow = *report.mutable_slow_task();
         slow.set_task(id);
         slow.set_attempt(attempt);
-        const absl::Duration running = absl::Now() - ToTime(task.task.start_time());
+        const absl::Duration running = absl::Now() - absl::FromUnixNanos(task.times.start);
         slow.mutable_running()->set_seconds(absl::ToInt64Seconds(running));
         slow.mutable_running()->set_nanos(
             static_cast<int32_t>(absl::ToInt64Nanoseconds(running % absl::Seconds(1))));

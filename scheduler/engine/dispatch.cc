@@ -433,7 +433,7 @@ void Engine::Assign(TaskRecord& record, WorkerRecord& worker) {
   Transition(record, v1::Task::RUNNING);
   v1::WorkResponse command;
   v1::Assignment& assignment = *command.mutable_assignment();
-  *assignment.mutable_task() = task;
+  ViewInto(record, assignment.mutable_task());
   if (task.options().has_timeout() && ToDuration(task.options().timeout()) > absl::ZeroDuration()) {
     *assignment.mutable_deadline() = ToProto(absl::Now() + ToDuration(task.options().timeout()));
   }

@@ -115,6 +115,11 @@ TEST_F(DispatchTest, WorkerRunsTaskAndItsResultIsTheTasks) {
   EXPECT_EQ(assigned[0].state(), v1::Task::RUNNING);
   EXPECT_EQ(assigned[0].worker(), worker);
   EXPECT_EQ(Get(id).state(), v1::Task::RUNNING);
+  // The worker sees the task's times as a reader does.
+  EXPECT_EQ(assigned[0].create_time(), Get(id).create_time());
+  EXPECT_EQ(assigned[0].start_time(), Get(id).start_time());
+  EXPECT_GT(assigned[0].start_time().seconds(), 0);
+  EXPECT_FALSE(assigned[0].has_end_time());
   EXPECT_EQ(Queue("emails").leased(), 1);
   EXPECT_EQ(Queue("emails").depth(), 0);
 

@@ -471,9 +471,9 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
   return absl::OkStatus();
 }
 
-Engine::TaskKey Engine::NewTaskKey() {
+Engine::TaskKey Engine::NewTaskKey(int64_t now) {
   // Microseconds since the epoch, strictly increasing: ids are unique and sort by creation.
-  last_id_micros_ = std::max(absl::ToUnixMicros(absl::Now()), last_id_micros_ + 1);
+  last_id_micros_ = std::max(now / 1000, last_id_micros_ + 1);
   return static_cast<TaskKey>(last_id_micros_);
 }
 
@@ -502,7 +502,8 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request, GroupR
   TaskRecord& record = *owned;
   v1::Task& task = record.task;
   // (A string field set to "" still allocates: only what is there is set.)
-  const TaskKey key = NewTaskKey();
+  record.times.create = NowNanos();
+  const TaskKey key = NewTaskKey(record.times.create);
   task.set_id(TaskIdOf(key));
   if (!request.group().empty()) task.set_group(request.group());
   *task.mutable_labels() = request.labels();
@@ -511,11 +512,9 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request, GroupR
   task.set_attempt(1);
   if (!request.request_id().empty()) task.set_request_id(request.request_id());
   task.set_detached(request.detached());
-  *task.mutable_create_time() = NowProto();
   if (request.options().has_delay()) {
     *task.mutable_start_after() = TimeUtil::NanosecondsToTimestamp(
-        TimeUtil::TimestampToNanoseconds(task.create_time()) +
-        TimeUtil::DurationToNanoseconds(request.options().delay()));
+        record.times.create + TimeUtil::DurationToNanoseconds(request.options().delay()));
   } else if (request.options().has_start_at()) {
     *task.mutable_start_after() = request.options().start_at();
   }
@@ -554,7 +553,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request, GroupR
     group->group.set_children(group->group.children() + 1);
     group->group.set_active_children(group->group.active_children() + 1);
   }
-  Transition(record, v1::Task::PENDING);
+  Transition(record, v1::Task::PENDING, {}, record.times.create);
   // A task that waits only for its start time gets its coroutine then: until it starts, a
   // delayed task costs its record and a place in delayed_, not a coroutine frame (a million can
   // wait).
@@ -603,6 +602,9 @@ v1::Task Engine::View(const TaskRecord& task) const {
 
 void Engine::ViewInto(const TaskRecord& task, v1::Task* view) const {
   view->CopyFrom(task.task);
+  *view->mutable_create_time() = TimestampOf(task.times.create);
+  if (task.times.start != 0) *view->mutable_start_time() = TimestampOf(task.times.start);
+  if (task.times.end != 0) *view->mutable_end_time() = TimestampOf(task.times.end);
   if (!task.started && task.task.state() == v1::Task::PENDING && task.task.has_start_after() &&
       !task.task.waiting().has_until()) {
     *view->mutable_waiting()->mutable_until() = task.task.start_after();
@@ -770,7 +772,7 @@ runtime::Task<v1::WaitTasksResponse> Engine::WaitTasks(v1::WaitTasksRequest requ
       const v1::Task& task = record->task;
       if (IsTerminal(task.state())) {
         record->outcome_read = true;
-        *response.add_done() = task;
+        ViewInto(*record, response.add_done());
         exception |= task.state() == v1::Task::FAILED || task.state() == v1::Task::TIMED_OUT;
       } else {
         *response.add_pending() = View(*record);
@@ -1180,14 +1182,19 @@ void Engine::SignalIfIdle() {
 EventLog& Engine::TaskLog(TaskRecord& record) {
   const v1::Task& task = record.task;
   const int deferred = std::exchange(record.deferred_events, 0);
-  if (deferred >= 1) AppendStateToLog(record.log, 0, task.create_time(), v1::Task::PENDING, 1);
-  if (deferred >= 2) {
-    COTASK_CHECK(task.has_start_time(), "a deferred QUEUED event without its start time");
-    AppendStateToLog(record.log, 0, task.start_time(), v1::Task::QUEUED, 1);
+  const TaskTimes& times = record.times;
+  if (deferred >= 1) {
+    AppendStateToLog(record.log, 0, TimestampOf(times.create), v1::Task::PENDING, 1);
   }
-  if (deferred >= 3) AppendStateToLog(record.log, 0, task.start_time(), v1::Task::RUNNING, 1);
+  if (deferred >= 2) {
+    COTASK_CHECK(times.start != 0, "a deferred QUEUED event without its start time");
+    AppendStateToLog(record.log, 0, TimestampOf(times.start), v1::Task::QUEUED, 1);
+  }
+  if (deferred >= 3) {
+    AppendStateToLog(record.log, 0, TimestampOf(times.start), v1::Task::RUNNING, 1);
+  }
   if (deferred >= 4) {
-    AppendStateToLog(record.log, 0, task.end_time(), task.state(), 1, task.has_result(),
+    AppendStateToLog(record.log, 0, TimestampOf(times.end), task.state(), 1, task.has_result(),
                      /*last=*/true);
   }
   return record.log;
@@ -1198,12 +1205,11 @@ void Engine::AppendToLog(EventLog& log, v1::Event event, bool last) {
   CountLogged(log, before, log.Append(std::move(event), last));
 }
 
-void Engine::AppendStateToLog(EventLog& log, TaskKey task,
-                              const google::protobuf::Timestamp& time, v1::Task::State state,
-                              int32_t attempt, bool empty_result, bool last) {
+void Engine::AppendStateToLog(EventLog& log, TaskKey task, const google::protobuf::Timestamp& time,
+                              v1::Task::State state, int32_t attempt, bool empty_result,
+                              bool last) {
   const size_t before = log.bytes();
-  CountLogged(log, before,
-              log.AppendStateChange(task, time, state, attempt, empty_result, last));
+  CountLogged(log, before, log.AppendStateChange(task, time, state, attempt, empty_result, last));
 }
 
 void Engine::CountLogged(const EventLog& log, size_t before, int64_t dropped) {

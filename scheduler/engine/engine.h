@@ -346,10 +346,10 @@ class Engine {
   void QueueStateChanged(TaskRecord& task, v1::Task::State from, v1::Task::State to);
   void ReportQueue(const QueueRecord& queue);
 
-  // The one place where a task's state changes (at `now`: NowProto() if not given).
+  // The one place where a task's state changes (at `now`, Unix nanoseconds: NowNanos() if not
+  // given).
   void Transition(TaskRecord& task, v1::Task::State to, const absl::Status& error = {});
-  void Transition(TaskRecord& task, v1::Task::State to, const absl::Status& error,
-                  const google::protobuf::Timestamp& now);
+  void Transition(TaskRecord& task, v1::Task::State to, const absl::Status& error, int64_t now);
   // Cancels a task (by CancelTask, its group, or the drain); false if it has ended.
   bool CancelTaskRecord(TaskRecord& task, const std::string& message);
 
@@ -370,7 +370,7 @@ class Engine {
   // count of microseconds). Keys sort as the ids do and compare without reading the ids' text
   // (which cost a cache miss per comparison: 6% of the engine's thread in batches).
   using TaskKey = engine::TaskKey;
-  TaskKey NewTaskKey();
+  TaskKey NewTaskKey(int64_t now);              // now: Unix nanoseconds
   static TaskKey OwnKey(absl::string_view id);  // of an id TaskIdOf made
   // The task with this id; null if there is none (never made, or forgotten).
   TaskRecord* FindRecord(absl::string_view id) const;

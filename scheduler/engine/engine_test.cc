@@ -23,6 +23,8 @@
 namespace cotask::engine {
 namespace {
 
+using google::protobuf::util::TimeUtil;
+
 using ::cotask::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -696,6 +698,15 @@ TEST_F(EngineTest, WaitTasksReturnsAsAsyncioWaitDoes) {
   ASSERT_TRUE(everything.ok());
   EXPECT_THAT(IdsOf(everything->done()), ElementsAre(quick, failing, slow));
   EXPECT_TRUE(everything->pending().empty());
+  // An ended task as GetTask shows it, its times with it.
+  for (const v1::Task& done : everything->done()) {
+    EXPECT_EQ(done.SerializeAsString(), Get(done.id()).SerializeAsString()) << done.DebugString();
+    EXPECT_GT(done.end_time().seconds(), 0);
+    EXPECT_GE(TimeUtil::TimestampToNanoseconds(done.end_time()),
+              TimeUtil::TimestampToNanoseconds(done.start_time()));
+    EXPECT_GE(TimeUtil::TimestampToNanoseconds(done.start_time()),
+              TimeUtil::TimestampToNanoseconds(done.create_time()));
+  }
 }
 
 TEST_F(EngineTest, WaitTasksTimeoutAnswersWithWhatHasEndedAndCancelsNothing) {
@@ -720,7 +731,6 @@ TEST_F(EngineTest, WaitTasksTimeoutAnswersWithWhatHasEndedAndCancelsNothing) {
 // Delayed tasks share one timer: created in any order, each starts at its own time, each shows
 // its start as waiting.until until then, and a cancelled one leaves the others' starts alone.
 TEST_F(EngineTest, DelayedTasksStartInTheOrderOfTheirStartTimesWhateverTheirCreationOrder) {
-  using google::protobuf::util::TimeUtil;
   std::vector<std::string> ids;
   for (int delay_ms : {90, 30, 60, 45}) {
     v1::CreateTaskRequest request = SleepRequest(0);
@@ -754,7 +764,6 @@ TEST_F(EngineTest, DelayedTasksStartInTheOrderOfTheirStartTimesWhateverTheirCrea
 }
 
 TEST_F(EngineTest, ADelayedTaskStaysPendingUntilItsStartAndCanBeCancelledMeanwhile) {
-  using google::protobuf::util::TimeUtil;
   v1::CreateTaskRequest request = SleepRequest(0);
   request.mutable_options()->mutable_delay()->set_nanos(80'000'000);
   auto delayed = engine().CreateTask(request);
@@ -855,7 +864,6 @@ namespace {
 // Ids are "t" and the creation time in microseconds, 14 hex digits: unique, and in creation
 // order as strings (ListTasks pages by them).
 TEST_F(EngineTest, TaskIdsAreTheirCreationMicrosecondsInHexAndSortByCreation) {
-  using google::protobuf::util::TimeUtil;
   engine();
   const std::vector<std::string> ids = {Create(SleepRequest(0)), Create(SleepRequest(0)),
                                         Create(SleepRequest(0))};

@@ -48,8 +48,8 @@ std::vector<Change> Changes() {
       {0x5f1c2a3b4c6, Time(253'402'300'799, 999'999'999), v1::Task::TIMED_OUT, 1, false},
   };
   for (int i = 0; i < 300; ++i) {
-    changes.push_back({0x5f1c2a3b4c5, Time(1'790'000'000 + i, i * 1000), v1::Task::QUEUED,
-                       i + 1, i % 2 == 0});
+    changes.push_back(
+        {0x5f1c2a3b4c5, Time(1'790'000'000 + i, i * 1000), v1::Task::QUEUED, i + 1, i % 2 == 0});
   }
   return changes;
 }
@@ -97,8 +97,8 @@ TEST(EventLogTest, DroppedCompactEventsReadAsOneTruncatedMarkerTimedAtTheFirstKe
   // Room for about two of these events: the oldest go.
   EventLog log(60);
   for (int i = 1; i <= 5; ++i) {
-    EXPECT_GE(
-        log.AppendStateChange(0x5f1c2a3b4c5, Time(100 + i, 0), v1::Task::RUNNING, i, false), 0);
+    EXPECT_GE(log.AppendStateChange(0x5f1c2a3b4c5, Time(100 + i, 0), v1::Task::RUNNING, i, false),
+              0);
   }
   std::vector<v1::Event> events;
   EXPECT_EQ(log.Read(1, 1 << 20, &events), 6);

@@ -92,7 +92,7 @@ runtime::Task<void> Engine::Life(TaskRecord* record) {
     } else {
       // Queued and running at once: nothing runs between the two (TaskRecord::deferred_events
       // makes both from the start time).
-      const google::protobuf::Timestamp now = NowProto();
+      const int64_t now = NowNanos();
       Transition(*record, v1::Task::QUEUED, {}, now);
       Transition(*record, v1::Task::RUNNING, {}, now);
     }
@@ -316,11 +316,11 @@ runtime::Task<Engine::Outcome> Engine::RunExec(TaskRecord* task) {
 }
 
 void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Status& error) {
-  Transition(record, to, error, NowProto());
+  Transition(record, to, error, NowNanos());
 }
 
 void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Status& error,
-                        const google::protobuf::Timestamp& now) {
+                        int64_t now) {
   v1::Task& task = record.task;
   COTASK_CHECK(!IsTerminal(task.state()), "a terminal task state changed");
   const v1::Task::State from = task.state();
@@ -328,17 +328,17 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   task.set_state(to);
   if (to != v1::Task::PENDING) task.clear_waiting();
   if (to == v1::Task::RUNNING) {
-    *task.mutable_start_time() = now;
+    record.times.start = now;
     if (record.runner != nullptr) WatchSlowTask(record);
   }
   const bool terminal = IsTerminal(to);
   if (terminal) {
-    *task.mutable_end_time() = now;
+    record.times.end = now;
     if (!error.ok()) *task.mutable_error() = ToRpcStatus(error);
     if (to != v1::Task::SUCCEEDED && !task.spec().has_exec()) task.clear_result();
   }
   if (record.dispatch != nullptr) QueueStateChanged(record, from, to);
-  if (options_.observer != nullptr) options_.observer->OnTaskState(task, from, to);
+  if (options_.observer != nullptr) options_.observer->OnTaskState(task, record.times, from, to);
 
   // The standard events of a first attempt wait in deferred_events while nothing else is in
   // the log (TaskLog makes them when it is used).
@@ -353,7 +353,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     ++record.deferred_events;
   } else if (terminal && !plain_end) {
     v1::Event event;  // (its task and group are stamped as it is read: StampEvents)
-    *event.mutable_time() = now;
+    *event.mutable_time() = TimestampOf(now);
     v1::TaskStateChange& change = *event.mutable_task_state();
     change.set_state(to);
     change.set_attempt(task.attempt());
@@ -361,8 +361,8 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     if (task.has_error()) *change.mutable_error() = task.error();
     AppendToLog(TaskLog(record), std::move(event), terminal);
   } else {
-    AppendStateToLog(TaskLog(record), 0, now, to, task.attempt(), terminal && task.has_result(),
-                     terminal);
+    AppendStateToLog(TaskLog(record), 0, TimestampOf(now), to, task.attempt(),
+                     terminal && task.has_result(), terminal);
   }
   if (record.group != nullptr && ((to == v1::Task::PENDING && task.attempt() == 1) || terminal)) {
     // The group's log tells of its children's arrivals and endings (not their results or
@@ -371,14 +371,14 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     if (terminal && task.has_error()) {
       v1::Event summary;
       summary.set_task(task.id());
-      *summary.mutable_time() = now;
+      *summary.mutable_time() = TimestampOf(now);
       v1::TaskStateChange& told = *summary.mutable_task_state();
       told.set_state(to);
       told.set_attempt(task.attempt());
       *told.mutable_error() = task.error();
       AppendToLog(record.group->log, std::move(summary));
     } else {
-      AppendStateToLog(record.group->log, OwnKey(task.id()), now, to, task.attempt());
+      AppendStateToLog(record.group->log, OwnKey(task.id()), TimestampOf(now), to, task.attempt());
     }
   }
   if (!terminal) return;

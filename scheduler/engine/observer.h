@@ -12,6 +12,15 @@
 
 namespace cotask::engine {
 
+// A task's times, in Unix nanoseconds; 0: not yet (start, end). The engine keeps them so, not
+// as the three Timestamp messages of v1::Task (made and freed on its thread for every task),
+// and puts them in the task's views.
+struct TaskTimes {
+  int64_t create = 0;
+  int64_t start = 0;  // of the current attempt's run (RUNNING)
+  int64_t end = 0;
+};
+
 // A queue's figures now (see v1::Queue).
 struct QueueFigures {
   const std::string& name;
@@ -26,9 +35,10 @@ class EngineObserver {
  public:
   virtual ~EngineObserver() = default;
   // Every task state change: `from` is STATE_UNSPECIFIED at creation; RUNNING -> PENDING is a
-  // retry (task.attempt() is the next attempt's number). `task` is as it is after the change.
-  virtual void OnTaskState(const v1::Task& /*task*/, v1::Task::State /*from*/,
-                           v1::Task::State /*to*/) {}
+  // retry (task.attempt() is the next attempt's number). `task` and `times` are as they are
+  // after the change (`task` without its times).
+  virtual void OnTaskState(const v1::Task& /*task*/, const TaskTimes& /*times*/,
+                           v1::Task::State /*from*/, v1::Task::State /*to*/) {}
   // Every group state change (OPEN at creation).
   virtual void OnGroupState(const v1::Group& /*group*/, v1::Group::State /*to*/) {}
   // The event logs: the bytes all of them hold now, and events just dropped to stay bounded.

@@ -36,15 +36,19 @@ inline bool IsTerminal(v1::Group::State state) {
          state == v1::Group::CANCELLED || state == v1::Group::TIMED_OUT;
 }
 
-// (Not TimeUtil::GetCurrentTime: Debian's protobuf 3.21 gives it whole seconds only.)
-inline google::protobuf::Timestamp NowProto() {
+inline int64_t NowNanos() { return absl::GetCurrentTimeNanos(); }
+
+// Of a time after 1970 (TaskTimes', the clock's).
+inline google::protobuf::Timestamp TimestampOf(int64_t nanos) {
   // (Split by hand: TimeUtil's conversion checks and normalizes, 2.6% of the engine's thread.)
-  const int64_t nanos = absl::GetCurrentTimeNanos();  // (after 1970: positive)
-  google::protobuf::Timestamp now;
-  now.set_seconds(nanos / 1'000'000'000);
-  now.set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
-  return now;
+  google::protobuf::Timestamp time;
+  time.set_seconds(nanos / 1'000'000'000);
+  time.set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
+  return time;
 }
+
+// (Not TimeUtil::GetCurrentTime: Debian's protobuf 3.21 gives it whole seconds only.)
+inline google::protobuf::Timestamp NowProto() { return TimestampOf(NowNanos()); }
 
 inline absl::Time ToTime(const google::protobuf::Timestamp& t) {
   return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
@@ -79,7 +83,8 @@ struct Engine::TaskRecord {
   }
   bool has_rare() const { return rare_ != nullptr; }
 
-  v1::Task task;
+  v1::Task task;  // without its times, which are in `times`
+  TaskTimes times;
   EventLog log;
   GroupRecord* group = nullptr;
   RunnerRecord* runner = nullptr;
