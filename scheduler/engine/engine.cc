@@ -477,12 +477,6 @@ Engine::TaskKey Engine::NewTaskKey(int64_t now) {
   return static_cast<TaskKey>(last_id_micros_);
 }
 
-Engine::TaskKey Engine::OwnKey(absl::string_view id) {
-  const std::optional<TaskKey> key = TaskKeyOf(id);
-  COTASK_CHECK(key.has_value(), "a task id TaskIdOf did not make");
-  return *key;
-}
-
 Engine::TaskRecord* Engine::FindRecord(absl::string_view id) const {
   const std::optional<TaskKey> key = TaskKeyOf(id);
   if (!key.has_value()) return nullptr;
@@ -503,7 +497,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request, GroupR
   v1::Task& task = record.task;
   // (A string field set to "" still allocates: only what is there is set.)
   record.times.create = NowNanos();
-  const TaskKey key = NewTaskKey(record.times.create);
+  const TaskKey key = record.key = NewTaskKey(record.times.create);
   task.set_id(TaskIdOf(key));
   if (!request.group().empty()) task.set_group(request.group());
   *task.mutable_labels() = request.labels();

@@ -370,8 +370,7 @@ class Engine {
   // count of microseconds). Keys sort as the ids do and compare without reading the ids' text
   // (which cost a cache miss per comparison: 6% of the engine's thread in batches).
   using TaskKey = engine::TaskKey;
-  TaskKey NewTaskKey(int64_t now);              // now: Unix nanoseconds
-  static TaskKey OwnKey(absl::string_view id);  // of an id TaskIdOf made
+  TaskKey NewTaskKey(int64_t now);  // now: Unix nanoseconds
   // The task with this id; null if there is none (never made, or forgotten).
   TaskRecord* FindRecord(absl::string_view id) const;
   TaskRecord& RecordOf(absl::string_view id) const;  // one that must be there

@@ -378,7 +378,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
       *told.mutable_error() = task.error();
       AppendToLog(record.group->log, std::move(summary));
     } else {
-      AppendStateToLog(record.group->log, OwnKey(task.id()), TimestampOf(now), to, task.attempt());
+      AppendStateToLog(record.group->log, record.key, TimestampOf(now), to, task.attempt());
     }
   }
   if (!terminal) return;
@@ -391,7 +391,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     record.rare().end_waiters.clear();
   }
   --pending_tasks_;
-  finished_tasks_.push_back(OwnKey(task.id()));
+  finished_tasks_.push_back(record.key);
   if (GroupRecord* group = record.group) {
     group->active_tasks.erase(&record);
     if (to == v1::Task::FAILED || to == v1::Task::TIMED_OUT) {

@@ -83,7 +83,8 @@ struct Engine::TaskRecord {
   }
   bool has_rare() const { return rare_ != nullptr; }
 
-  v1::Task task;  // without its times, which are in `times`
+  v1::Task task;    // without its times, which are in `times`
+  TaskKey key = 0;  // of task.id() (read where the id's text would be a cache miss)
   TaskTimes times;
   EventLog log;
   GroupRecord* group = nullptr;
