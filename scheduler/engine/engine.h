@@ -316,6 +316,9 @@ class Engine {
   };
   runtime::Task<Outcome> Execute(TaskRecord* task);
   runtime::Task<Outcome> RunSleep(TaskRecord* task);
+  // A sleep task's: how long, and its outcome once it has slept (RunSleep, or Life itself).
+  static absl::Duration SleepDuration(const TaskRecord& task);
+  static Outcome SleepOutcome(TaskRecord& task);
   runtime::Task<Outcome> RunExec(TaskRecord* task);
   void AppendOutput(TaskRecord& task, v1::Output::Stream stream, absl::string_view bytes);
 

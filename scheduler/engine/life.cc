@@ -100,6 +100,10 @@ runtime::Task<void> Engine::Life(TaskRecord* record) {
     runtime::ResultOf<Outcome> outcome = Outcome{};  // (set by one of the two branches)
     if (timeout > absl::ZeroDuration()) {
       outcome = co_await runtime::Timeout(ToChrono(timeout), Execute(record));
+    } else if (task.spec().has_sleep()) {
+      // In this frame: a sleep task without a timeout needs no executor coroutine of its own.
+      const absl::Status slept = co_await runtime::Sleep(ToChrono(SleepDuration(*record)));
+      outcome = slept.ok() ? runtime::ResultOf<Outcome>(SleepOutcome(*record)) : slept;
     } else {
       outcome = co_await Execute(record);
     }
@@ -229,15 +233,22 @@ runtime::Task<Engine::Outcome> Engine::Execute(TaskRecord* task) {
   return RunSleep(task);
 }
 
-runtime::Task<Engine::Outcome> Engine::RunSleep(TaskRecord* task) {
-  const v1::SleepTask& sleep = task->task.spec().sleep();
-  const absl::Duration duration =
-      absl::Seconds(sleep.duration().seconds()) + absl::Nanoseconds(sleep.duration().nanos());
-  COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(ToChrono(duration)));
-  if (sleep.has_error()) co_return Outcome{FromRpcStatus(sleep.error())};
-  v1::TaskResult& result = *task->task.mutable_result();
+absl::Duration Engine::SleepDuration(const TaskRecord& task) {
+  const v1::SleepTask& sleep = task.task.spec().sleep();
+  return absl::Seconds(sleep.duration().seconds()) + absl::Nanoseconds(sleep.duration().nanos());
+}
+
+Engine::Outcome Engine::SleepOutcome(TaskRecord& task) {
+  const v1::SleepTask& sleep = task.task.spec().sleep();
+  if (sleep.has_error()) return Outcome{FromRpcStatus(sleep.error())};
+  v1::TaskResult& result = *task.task.mutable_result();
   if (!sleep.result().empty()) result.set_output(sleep.result());
-  co_return Outcome{absl::OkStatus()};
+  return Outcome{absl::OkStatus()};
+}
+
+runtime::Task<Engine::Outcome> Engine::RunSleep(TaskRecord* task) {
+  COTASK_CO_RETURN_IF_ERROR(co_await runtime::Sleep(ToChrono(SleepDuration(*task))));
+  co_return SleepOutcome(*task);
 }
 
 void Engine::AppendOutput(TaskRecord& task, v1::Output::Stream stream, absl::string_view bytes) {
