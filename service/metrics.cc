@@ -636,7 +636,7 @@ v1::Stats Metrics::Snapshot() const {
 }
 
 void Metrics::OnTaskState(const v1::Task& task, const engine::TaskTimes& times,
-                          v1::Task::State from, v1::Task::State to) {
+                          const std::string& /*group*/, v1::Task::State from, v1::Task::State to) {
   EngineCollector& e = *state_->engine;
   const int k = KindIndex(task);
   EngineCollector::Kind& kind = e.kinds[k];

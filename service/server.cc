@@ -40,8 +40,8 @@ runtime::Task<void> DrainThenSignal(engine::Engine* engine, runtime::EventLoop::
 class TaskFailureLog final : public engine::EngineObserver {
  public:
   explicit TaskFailureLog(LogLevel level) : level_(level) {}
-  void OnTaskState(const v1::Task& task, const engine::TaskTimes&, v1::Task::State,
-                   v1::Task::State to) override {
+  void OnTaskState(const v1::Task& task, const engine::TaskTimes&, const std::string& group,
+                   v1::Task::State, v1::Task::State to) override {
     if (to != v1::Task::FAILED && to != v1::Task::TIMED_OUT) return;
     LogFields fields = {{"task", task.id()},
                         {"kind", task.spec().has_exec()       ? "exec"
@@ -50,7 +50,7 @@ class TaskFailureLog final : public engine::EngineObserver {
                         {"state", v1::Task::State_Name(to)},
                         {"attempt", absl::StrCat(task.attempt())},
                         {"error", task.error().message()}};
-    if (!task.group().empty()) fields.emplace_back("group", task.group());
+    if (!group.empty()) fields.emplace_back("group", group);
     Log(level_, "task failed", fields);
   }
 
@@ -62,9 +62,9 @@ class TaskFailureLog final : public engine::EngineObserver {
 class Observers final : public engine::EngineObserver {
  public:
   void Add(engine::EngineObserver* observer) { observers_.push_back(observer); }
-  void OnTaskState(const v1::Task& task, const engine::TaskTimes& times, v1::Task::State from,
-                   v1::Task::State to) override {
-    for (engine::EngineObserver* o : observers_) o->OnTaskState(task, times, from, to);
+  void OnTaskState(const v1::Task& task, const engine::TaskTimes& times, const std::string& group,
+                   v1::Task::State from, v1::Task::State to) override {
+    for (engine::EngineObserver* o : observers_) o->OnTaskState(task, times, group, from, to);
   }
   void OnGroupState(const v1::Group& group, v1::Group::State to) override {
     for (engine::EngineObserver* o : observers_) o->OnGroupState(group, to);

@@ -375,7 +375,7 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
   // Validate everything first: a batch is created whole or not at all.
   size_t new_tasks = 0;
   // (Views of the requests' ids, each hashed once for the batch and task_requests_.)
-  absl::flat_hash_set<RequestKey, RequestKey::Hash, RequestKey::Eq> batch_request_ids;
+  absl::flat_hash_set<RequestKey, RequestHash, RequestEq> batch_request_ids;
   std::vector<std::optional<RequestKey>> request_keys(requests.size());
   // By item: its group's record (null: none, or no such group). A batch's items are mostly in
   // one group: looked up once for a run of them.
@@ -396,7 +396,7 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
     if (!request_id.empty()) {
       const RequestKey& key = request_keys[i].emplace(request_id);
       if (auto it = task_requests_.find(key); it != task_requests_.end()) {
-        made_before[i] = it->second;
+        made_before[i] = it->task;
         continue;
       }
       if (!batch_request_ids.insert(key).second) {
@@ -462,7 +462,7 @@ absl::Status Engine::CreateBatch(absl::Span<const v1::CreateTaskRequest* const> 
   }
   created->Reserve(created->size() + static_cast<int>(effective.size()));
   for (size_t i = 0; i < effective.size(); ++i) {
-    if (repeats[i]) made_before[i] = task_requests_.at(*request_keys[i]);
+    if (repeats[i]) made_before[i] = task_requests_.find(*request_keys[i])->task;
     ViewInto(made_before[i] != nullptr ? *made_before[i]
                                        : AddTask(*effective[i], item_groups[i], request_keys[i]),
              created->Add());
@@ -499,7 +499,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request, GroupR
   record.times.create = NowNanos();
   const TaskKey key = record.key = NewTaskKey(record.times.create);
   task.set_id(TaskIdOf(key));
-  if (!request.group().empty()) task.set_group(request.group());
+  // (Its group's name is its group record's while that is kept: GroupOf.)
   *task.mutable_labels() = request.labels();
   *task.mutable_spec() = request.spec();
   if (request.has_options()) *task.mutable_options() = request.options();
@@ -527,7 +527,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request, GroupR
   }
   tasks_.emplace(key, std::move(owned));
   if (request_key.has_value()) {
-    task_requests_.emplace(RequestKey(task.request_id(), request_key->hash), &record);
+    task_requests_.insert(RequestEntry{&record, request_key->hash});
   }
   if (!request.runner().empty()) {
     record.runner = runners_.at(request.runner()).get();
@@ -596,6 +596,7 @@ v1::Task Engine::View(const TaskRecord& task) const {
 
 void Engine::ViewInto(const TaskRecord& task, v1::Task* view) const {
   view->CopyFrom(task.task);
+  if (task.group != nullptr) view->set_group(task.group->group.name());
   *view->mutable_create_time() = TimestampOf(task.times.create);
   if (task.times.start != 0) *view->mutable_start_time() = TimestampOf(task.times.start);
   if (task.times.end != 0) *view->mutable_end_time() = TimestampOf(task.times.end);
@@ -1089,12 +1090,13 @@ void Engine::TransitionGroup(GroupRecord& record, v1::Group::State to) {
 
 void Engine::StampEvents(const v1::WatchRequest& target, std::vector<v1::Event>* events) const {
   if (target.has_task()) {
-    const v1::Task& task = RecordOf(target.task()).task;
+    const TaskRecord& record = RecordOf(target.task());
+    const std::string& group = GroupOf(record);
     for (v1::Event& event : *events) {
       if (event.has_truncated()) continue;
-      event.set_task(task.id());
-      if (!task.group().empty() && (event.has_task_state() || event.has_attempt_ended())) {
-        event.set_group(task.group());
+      event.set_task(record.task.id());
+      if (!group.empty() && (event.has_task_state() || event.has_attempt_ended())) {
+        event.set_group(group);
       }
     }
     return;
@@ -1173,6 +1175,10 @@ void Engine::SignalIfIdle() {
   if (pending_tasks_ == 0) idle_.Set();
 }
 
+const std::string& Engine::GroupOf(const TaskRecord& task) {
+  return task.group != nullptr ? task.group->group.name() : task.task.group();
+}
+
 EventLog& Engine::TaskLog(TaskRecord& record) {
   const v1::Task& task = record.task;
   const int deferred = std::exchange(record.deferred_events, 0);
@@ -1228,9 +1234,12 @@ void Engine::ForgetFinished() {
     finished_groups_.pop_front();
     if (it == groups_.end()) continue;
     GroupRecord* gone = it->second.get();
-    // Children keep their group's name, but no longer point at its record.
+    // Children keep their group's name, now in their own record.
     for (const TaskKey key : gone->task_keys) {
-      if (auto task = tasks_.find(key); task != tasks_.end()) task->second->group = nullptr;
+      if (auto task = tasks_.find(key); task != tasks_.end()) {
+        task->second->task.set_group(gone->group.name());
+        task->second->group = nullptr;
+      }
     }
     for (const std::string& name : gone->group_names) {
       if (auto group = groups_.find(name); group != groups_.end()) group->second->parent = nullptr;

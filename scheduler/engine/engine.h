@@ -29,6 +29,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -249,20 +250,34 @@ class Engine {
   struct DispatchState;
   struct Lease;
 
-  // task_requests_'s key: a request id with its hash, computed once per create. (The map then
-  // grows, and a batch's repeats are found, without hashing the ids again: the map's own ids
-  // sit in task records long gone from the cache.)
+  // A request id with its hash, computed once per create: task_requests_ then grows, and a
+  // batch's repeats are found, without hashing ids again (the set's own ids sit in task records
+  // long gone from the cache).
   struct RequestKey {
     explicit RequestKey(absl::string_view id) : id(id), hash(absl::HashOf(id)) {}
     RequestKey(absl::string_view id, size_t hash) : id(id), hash(hash) {}
     absl::string_view id;
     size_t hash;
-    struct Hash {
-      size_t operator()(const RequestKey& key) const { return key.hash; }
-    };
-    struct Eq {
-      bool operator()(const RequestKey& a, const RequestKey& b) const { return a.id == b.id; }
-    };
+  };
+  // task_requests_'s element, 16 bytes: a task made with a request_id (its record holds the
+  // id), and that id's hash. Looked up by RequestKey.
+  struct RequestEntry {
+    TaskRecord* task;
+    size_t hash;
+  };
+  struct RequestHash {
+    using is_transparent = void;
+    size_t operator()(const RequestKey& key) const { return key.hash; }
+    size_t operator()(const RequestEntry& entry) const { return entry.hash; }
+  };
+  struct RequestEq {
+    using is_transparent = void;
+    static absl::string_view IdOf(const RequestKey& key) { return key.id; }
+    static absl::string_view IdOf(const RequestEntry& entry);  // (records.h)
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+      return IdOf(a) == IdOf(b);
+    }
   };
 
   // A batch's items, as CreateBatch takes them (views of the request's own pointers).
@@ -369,6 +384,8 @@ class Engine {
   absl::StatusOr<GroupRecord*> FindGroup(const std::string& name, const char* field) const;
   // A task's log, with its deferred events in it (TaskRecord::deferred_events).
   EventLog& TaskLog(TaskRecord& task);
+  // The name of the task's group ("": none).
+  static const std::string& GroupOf(const TaskRecord& task);
   // tasks_'s key: the number a task's id spells ("t" and 14 hex digits of a strictly increasing
   // count of microseconds). Keys sort as the ids do and compare without reading the ids' text
   // (which cost a cache miss per comparison: 6% of the engine's thread in batches).
@@ -412,8 +429,8 @@ class Engine {
   // Ordered by id, i.e. by creation time, for listing. (The key views the task's own id.)
   absl::btree_map<TaskKey, std::unique_ptr<TaskRecord>> tasks_;
   absl::btree_map<std::string, std::unique_ptr<GroupRecord>> groups_;
-  // request_id -> its task (the key views the task's own request_id: no second copy).
-  absl::flat_hash_map<RequestKey, TaskRecord*, RequestKey::Hash, RequestKey::Eq> task_requests_;
+  // The tasks made with a request_id, found by it.
+  absl::flat_hash_set<RequestEntry, RequestHash, RequestEq> task_requests_;
   absl::flat_hash_map<std::string, std::string> group_requests_;  // request_id -> group name
   Permits permits_;
   absl::flat_hash_map<std::string, std::unique_ptr<EventRecord>> events_;

@@ -175,6 +175,37 @@ TEST_F(EngineTest, ClosedGroupEndsWhenItsLastChildEnds) {
       google::protobuf::util::TimeUtil::TimestampToNanoseconds(AwaitTask(b->id()).end_time()));
 }
 
+// A child names its group in every view, and its own log's state changes name it, while the
+// group's record is kept and after it has been forgotten.
+TEST_F(EngineTest, AChildKeepsItsGroupsNameAfterTheGroupIsForgotten) {
+  EngineOptions options;
+  options.retain_finished_groups = 0;
+  ASSERT_TRUE(engine(options).CreateGroup(GroupRequest("g")).ok());
+  auto child = engine_->CreateTask(SleepRequest(0, "g"));
+  ASSERT_TRUE(child.ok()) << child.status();
+  EXPECT_EQ(child->group(), "g");
+  EXPECT_EQ(AwaitTask(child->id()).group(), "g");
+  v1::WatchRequest own;
+  own.set_task(child->id());
+  for (const v1::Event& event : WatchAll(own)) EXPECT_EQ(event.group(), "g") << event.DebugString();
+  ASSERT_TRUE(engine_->CloseGroup(Close("g")).ok());
+  EXPECT_EQ(AwaitGroup("g").state(), v1::Group::SUCCEEDED);
+  // Ended and not retained: the next create forgets it.
+  ASSERT_TRUE(engine_->CreateTask(SleepRequest(0)).ok());
+  v1::GetGroupRequest get;
+  get.set_name("g");
+  EXPECT_THAT(engine_->GetGroup(get).status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(Get(child->id()).group(), "g");
+  v1::ListTasksRequest list;
+  const absl::StatusOr<v1::ListTasksResponse> listed = engine_->ListTasks(list);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_GE(listed->tasks_size(), 1);
+  EXPECT_EQ(listed->tasks(0).group(), "g");
+  const std::vector<v1::Event> events = WatchAll(own);
+  ASSERT_FALSE(events.empty());
+  for (const v1::Event& event : events) EXPECT_EQ(event.group(), "g") << event.DebugString();
+}
+
 TEST_F(EngineTest, AGroupSaysWhereItsLogGoesOnFromSoThatAWatchNeedNotReplayIt) {
   absl::StatusOr<v1::Group> created = engine().CreateGroup(GroupRequest("g"));
   ASSERT_TRUE(created.ok());
@@ -345,6 +376,29 @@ TEST_F(EngineTest, SameRequestIdReturnsTheSameTask) {
   EXPECT_NE(fourth->tasks(2).id(), fourth->tasks(0).id());
   EXPECT_EQ(fourth->tasks(3).id(), fourth->tasks(0).id());
   EXPECT_EQ(engine_->counts().tasks, 3u);
+}
+
+// Once its task has ended and been forgotten, a request id is free: it makes a new task.
+TEST_F(EngineTest, AForgottenTasksRequestIdMakesANewTask) {
+  EngineOptions options;
+  options.retain_finished_tasks = 0;
+  v1::CreateTaskRequest request = SleepRequest(0);
+  request.set_request_id("r-1");
+  auto first = engine(options).CreateTask(request);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(AwaitTask(first->id()).state(), v1::Task::SUCCEEDED);
+  ASSERT_TRUE(engine_->CreateTask(SleepRequest(0)).ok());  // forgets the first
+  v1::GetTaskRequest get;
+  get.set_id(first->id());
+  EXPECT_THAT(engine_->GetTask(get).status(), StatusIs(absl::StatusCode::kNotFound));
+  auto second = engine_->CreateTask(request);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(second->id(), first->id());
+  EXPECT_EQ(second->request_id(), "r-1");
+  // The id now names the second task, not the forgotten one.
+  auto third = engine_->CreateTask(request);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->id(), second->id());
 }
 
 TEST_F(EngineTest, BatchIsAllOrNothingAndNamesTheBadItem) {

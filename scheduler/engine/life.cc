@@ -349,7 +349,8 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     if (to != v1::Task::SUCCEEDED && !task.spec().has_exec()) task.clear_result();
   }
   if (record.dispatch != nullptr) QueueStateChanged(record, from, to);
-  if (options_.observer != nullptr) options_.observer->OnTaskState(task, record.times, from, to);
+  if (options_.observer != nullptr)
+    options_.observer->OnTaskState(task, record.times, GroupOf(record), from, to);
 
   // The standard events of a first attempt wait in deferred_events while nothing else is in
   // the log (TaskLog makes them when it is used).

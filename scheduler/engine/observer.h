@@ -35,10 +35,12 @@ class EngineObserver {
  public:
   virtual ~EngineObserver() = default;
   // Every task state change: `from` is STATE_UNSPECIFIED at creation; RUNNING -> PENDING is a
-  // retry (task.attempt() is the next attempt's number). `task` and `times` are as they are
-  // after the change (`task` without its times).
+  // retry (task.attempt() is the next attempt's number). `task`, `times` and `group` (its
+  // group's name, "": none) are as they are after the change (`task` without its times and
+  // group).
   virtual void OnTaskState(const v1::Task& /*task*/, const TaskTimes& /*times*/,
-                           v1::Task::State /*from*/, v1::Task::State /*to*/) {}
+                           const std::string& /*group*/, v1::Task::State /*from*/,
+                           v1::Task::State /*to*/) {}
   // Every group state change (OPEN at creation).
   virtual void OnGroupState(const v1::Group& /*group*/, v1::Group::State /*to*/) {}
   // The event logs: the bytes all of them hold now, and events just dropped to stay bounded.

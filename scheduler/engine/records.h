@@ -83,7 +83,9 @@ struct Engine::TaskRecord {
   }
   bool has_rare() const { return rare_ != nullptr; }
 
-  v1::Task task;    // without its times, which are in `times`
+  // Without its times, which are in `times`, and without its group's name while its group's
+  // record is kept (a string of every child's: GroupOf).
+  v1::Task task;
   TaskKey key = 0;  // of task.id() (read where the id's text would be a cache miss)
   TaskTimes times;
   EventLog log;
@@ -106,6 +108,10 @@ struct Engine::TaskRecord {
  private:
   std::unique_ptr<Rare> rare_;
 };
+
+inline absl::string_view Engine::RequestEq::IdOf(const RequestEntry& entry) {
+  return entry.task->task.request_id();
+}
 
 // A task's place in its queue: the queue's order (FIFO, LIFO, priority) is the order of these.
 struct ReadyKey {
