@@ -597,6 +597,7 @@ v1::Task Engine::View(const TaskRecord& task) const {
 void Engine::ViewInto(const TaskRecord& task, v1::Task* view) const {
   view->CopyFrom(task.task);
   if (task.group != nullptr) view->set_group(task.group->group.name());
+  if (task.empty_result) view->mutable_result();
   *view->mutable_create_time() = TimestampOf(task.times.create);
   if (task.times.start != 0) *view->mutable_start_time() = TimestampOf(task.times.start);
   if (task.times.end != 0) *view->mutable_end_time() = TimestampOf(task.times.end);
@@ -1194,7 +1195,7 @@ EventLog& Engine::TaskLog(TaskRecord& record) {
     AppendStateToLog(record.log, 0, TimestampOf(times.start), v1::Task::RUNNING, 1);
   }
   if (deferred >= 4) {
-    AppendStateToLog(record.log, 0, TimestampOf(times.end), task.state(), 1, task.has_result(),
+    AppendStateToLog(record.log, 0, TimestampOf(times.end), task.state(), 1, record.has_result(),
                      /*last=*/true);
   }
   return record.log;

@@ -58,6 +58,23 @@ TEST_F(EngineTest, SleepTaskGoesThroughEveryStateAndSucceedsWithItsResult) {
   EXPECT_FALSE(task.has_error());
 }
 
+// A sleep task without a result to give succeeds with an empty one: in its view, and in the
+// end event of a log watched as it runs.
+TEST_F(EngineTest, ASleepTasksSuccessWithoutResultBytesHasAnEmptyResult) {
+  auto created = engine().CreateTask(SleepRequest(5));
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_FALSE(created->has_result());
+  v1::WatchRequest target;
+  target.set_task(created->id());
+  const std::vector<v1::Event> events = WatchAll(target);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().task_state().state(), v1::Task::SUCCEEDED);
+  EXPECT_TRUE(events.back().task_state().has_result());
+  const v1::Task task = Get(created->id());
+  EXPECT_TRUE(task.has_result());
+  EXPECT_EQ(task.result().ByteSizeLong(), 0u);
+}
+
 TEST_F(EngineTest, SleepTaskWithAnErrorFailsWithIt) {
   auto created = engine().CreateTask(FailingRequest(0));
   ASSERT_TRUE(created.ok());
@@ -606,6 +623,8 @@ TEST_F(EngineTest, AnUnreadTaskLogIsMadeFromTheTaskWhenRead) {
   get.set_id(created->id());
   const v1::Task ended = *e.GetTask(get);
   ASSERT_EQ(ended.state(), v1::Task::SUCCEEDED);
+  EXPECT_TRUE(ended.has_result());  // empty, and there
+  EXPECT_EQ(ended.result().ByteSizeLong(), 0u);
   EXPECT_EQ(e.counts().log_bytes, 0);
 
   v1::WatchRequest target;

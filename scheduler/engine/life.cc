@@ -219,7 +219,7 @@ void Engine::EndAttempt(TaskRecord& record, v1::Task::State outcome, const absl:
   AppendToLog(TaskLog(record), std::move(event));
   // The next attempt starts afresh.
   task.set_attempt(task.attempt() + 1);
-  task.clear_result();
+  record.clear_result();
   if (record.has_rare()) {
     record.rare().output_tail.clear();
     record.rare().output_truncated = false;
@@ -241,8 +241,11 @@ absl::Duration Engine::SleepDuration(const TaskRecord& task) {
 Engine::Outcome Engine::SleepOutcome(TaskRecord& task) {
   const v1::SleepTask& sleep = task.task.spec().sleep();
   if (sleep.has_error()) return Outcome{FromRpcStatus(sleep.error())};
-  v1::TaskResult& result = *task.task.mutable_result();
-  if (!sleep.result().empty()) result.set_output(sleep.result());
+  if (sleep.result().empty()) {
+    task.empty_result = true;
+  } else {
+    task.task.mutable_result()->set_output(sleep.result());
+  }
   return Outcome{absl::OkStatus()};
 }
 
@@ -346,7 +349,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   if (terminal) {
     record.times.end = now;
     if (!error.ok()) *task.mutable_error() = ToRpcStatus(error);
-    if (to != v1::Task::SUCCEEDED && !task.spec().has_exec()) task.clear_result();
+    if (to != v1::Task::SUCCEEDED && !task.spec().has_exec()) record.clear_result();
   }
   if (record.dispatch != nullptr) QueueStateChanged(record, from, to);
   if (options_.observer != nullptr)
@@ -369,12 +372,16 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     v1::TaskStateChange& change = *event.mutable_task_state();
     change.set_state(to);
     change.set_attempt(task.attempt());
-    if (task.has_result()) *change.mutable_result() = task.result();
+    if (task.has_result()) {
+      *change.mutable_result() = task.result();
+    } else if (record.empty_result) {
+      change.mutable_result();
+    }
     if (task.has_error()) *change.mutable_error() = task.error();
     AppendToLog(TaskLog(record), std::move(event), terminal);
   } else {
     AppendStateToLog(TaskLog(record), 0, TimestampOf(now), to, task.attempt(),
-                     terminal && task.has_result(), terminal);
+                     terminal && record.has_result(), terminal);
   }
   if (record.group != nullptr && ((to == v1::Task::PENDING && task.attempt() == 1) || terminal)) {
     // The group's log tells of its children's arrivals and endings (not their results or

@@ -103,6 +103,14 @@ struct Engine::TaskRecord {
   // end_time, no error, at most an empty result). A pending task costs 160 B less, and a sleep
   // task that nobody watches makes no log at all.
   uint8_t deferred_events = 0;
+  // Its result is there and empty (a sleep task's success): views make the empty message, which
+  // the task does not keep (a heap block a task).
+  bool empty_result = false;
+  bool has_result() const { return empty_result || task.has_result(); }
+  void clear_result() {
+    task.clear_result();
+    empty_result = false;
+  }
   std::unique_ptr<DispatchState> dispatch;  // dispatch tasks only
 
  private:
