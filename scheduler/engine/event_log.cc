@@ -84,22 +84,32 @@ v1::Event EventLog::Whole(const Entry& entry, int64_t sequence) {
 int64_t EventLog::Push(Entry entry, bool last) {
   COTASK_CHECK(!ended_, "appending to an event log that has ended");
   const size_t bytes = entry.bytes;
-  // A task's log mostly holds its 3 or 4 state changes: one allocation, not three.
-  if (events_.capacity() == 0) events_.reserve(4);
-  events_.push_back(std::move(entry));
+  if (chunks_.empty()) {
+    // A task's log mostly holds its 3 or 4 state changes: one allocation, not three.
+    chunks_.emplace_back().reserve(4);
+  } else if (chunks_.back().size() == kChunk) {
+    chunks_.emplace_back().reserve(kChunk);
+  }
+  chunks_.back().push_back(std::move(entry));
   bytes_ += bytes;
   ended_ = last;
   int64_t dropped = 0;
   // Keep the newest event whatever its size: a reader must always find the terminal one.
   while (bytes_ > max_bytes_ && size() > 1) {
-    bytes_ -= events_[head_].bytes;
-    events_[head_].whole.reset();
+    Entry& oldest = chunks_.front()[head_];
+    bytes_ -= oldest.bytes;
+    oldest.whole.reset();
     ++head_;
     ++first_sequence_;
     ++dropped;
+    if (head_ == kChunk) {  // (then a later chunk holds the newest)
+      chunks_.erase(chunks_.begin());
+      head_ = 0;
+    }
   }
-  if (head_ > 0 && head_ >= size()) {
-    events_.erase(events_.begin(), events_.begin() + static_cast<ptrdiff_t>(head_));
+  if (chunks_.size() == 1 && head_ > 0 && head_ >= size()) {
+    std::vector<Entry>& lone = chunks_.front();
+    lone.erase(lone.begin(), lone.begin() + static_cast<ptrdiff_t>(head_));
     head_ = 0;
   }
   if (changed_ != nullptr) {
@@ -116,12 +126,12 @@ int64_t EventLog::Read(int64_t from, size_t max_bytes, std::vector<v1::Event>* o
     marker.set_sequence(first_sequence_ - 1);  // resuming after it skips the gap
     marker.mutable_truncated()->set_first_sequence(from);
     marker.mutable_truncated()->set_last_sequence(first_sequence_ - 1);
-    if (size() > 0) *marker.mutable_time() = TimeOf(events_[head_]);
+    if (size() > 0) *marker.mutable_time() = TimeOf(At(0));
     from = first_sequence_;
   }
   size_t taken = 0;
   while (from < next_sequence()) {
-    const Entry& entry = events_[head_ + static_cast<size_t>(from - first_sequence_)];
+    const Entry& entry = At(static_cast<size_t>(from - first_sequence_));
     if (taken > 0 && taken + entry.bytes > max_bytes) break;
     out->push_back(Whole(entry, from));
     taken += entry.bytes;

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "cotask/v1/scheduler.pb.h"
 #include "scheduler/engine/task_key.h"
 #include "scheduler/runtime/event.h"
@@ -67,18 +68,32 @@ class EventLog {
     std::unique_ptr<v1::Event> whole;
   };
 
-  size_t size() const { return events_.size() - head_; }
+  // Entries per chunk (see chunks_).
+  static constexpr size_t kChunk = 1024;
+
+  size_t size() const {
+    return chunks_.empty() ? 0 : (chunks_.size() - 1) * kChunk + chunks_.back().size() - head_;
+  }
+  // The i-th entry kept (0: the oldest).
+  const Entry& At(size_t i) const {
+    const size_t n = head_ + i;
+    return chunks_[n / kChunk][n % kChunk];
+  }
   int64_t Push(Entry entry, bool last);
   static google::protobuf::Timestamp TimeOf(const Entry& entry);
   // The event as readers see it, numbered `sequence`.
   static v1::Event Whole(const Entry& entry, int64_t sequence);
 
   size_t max_bytes_;
-  // The events kept are events_[head_...]; the dropped ones before head_ are erased in bulk.
-  // (Not a deque: an empty deque allocates 512 bytes, and most logs hold a few events.)
-  std::vector<Entry> events_;
+  // The entries, in chunks of kChunk (the last one filling; the first grows as a vector until
+  // it is whole, so a task's few events take one small block). A long log, a big group's,
+  // grows by a chunk at a time: no copy of what it holds, and no block twice the size to
+  // touch. The kept entries start at chunks_[0][head_]; a chunk is freed once all of its
+  // entries are dropped (a lone first chunk is compacted when half of it is). (Not a
+  // std::deque: an empty one allocates 512 bytes.)
+  absl::InlinedVector<std::vector<Entry>, 1> chunks_;
   size_t head_ = 0;
-  int64_t first_sequence_ = 1;  // of events_[head_]
+  int64_t first_sequence_ = 1;  // of the oldest entry kept
   size_t bytes_ = 0;
   bool ended_ = false;
   std::shared_ptr<runtime::Event> changed_;

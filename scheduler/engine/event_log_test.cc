@@ -112,6 +112,55 @@ TEST(EventLogTest, DroppedCompactEventsReadAsOneTruncatedMarkerTimedAtTheFirstKe
   EXPECT_LE(log.bytes(), 60u);
 }
 
+// A long log (a big group's) is kept in chunks: read across their edges, with whole events
+// among the compact ones, while its oldest chunks are dropped and freed.
+TEST(EventLogTest, ALongLogReadsInOrderAcrossItsChunksAsItsOldestAreDropped) {
+  EventLog whole_log(1 << 30);
+  constexpr int kEvents = 5000;
+  for (int i = 1; i <= kEvents; ++i) {
+    if (i % 700 == 0) {
+      v1::Event output;
+      *output.mutable_time() = Time(i, 0);
+      output.mutable_output()->set_data(std::to_string(i));
+      whole_log.Append(output);
+    } else {
+      whole_log.AppendStateChange(0x5f1c2a3b4c5 + i, Time(i, 0), v1::Task::PENDING, 1, false);
+    }
+  }
+  std::vector<v1::Event> all;
+  EXPECT_EQ(whole_log.Read(1, 1 << 30, &all), kEvents + 1);
+  ASSERT_EQ(all.size(), static_cast<size_t>(kEvents));
+  for (int i = 1; i <= kEvents; ++i) {
+    const v1::Event& event = all[i - 1];
+    ASSERT_EQ(event.sequence(), i);
+    ASSERT_EQ(event.time().seconds(), i);
+    if (i % 700 == 0) {
+      EXPECT_EQ(event.output().data(), std::to_string(i));
+    } else {
+      EXPECT_EQ(event.task(), TaskIdOf(0x5f1c2a3b4c5 + i));
+    }
+  }
+  // Room for about 300 of them: after 5000, the last ~300 are kept, the rest read as one gap.
+  const size_t one = whole_log.bytes() / kEvents + 1;
+  EventLog small(300 * one);
+  int64_t dropped = 0;
+  for (int i = 1; i <= kEvents; ++i) {
+    dropped += small.AppendStateChange(0x5f1c2a3b4c5 + i, Time(i, 0), v1::Task::QUEUED, 1, false);
+  }
+  EXPECT_LE(small.bytes(), 300 * one);
+  std::vector<v1::Event> kept;
+  EXPECT_EQ(small.Read(1, 1 << 30, &kept), kEvents + 1);
+  ASSERT_GE(kept.size(), 200u);
+  ASSERT_TRUE(kept[0].has_truncated());
+  EXPECT_EQ(kept[0].truncated().last_sequence(), dropped);
+  for (size_t k = 1; k < kept.size(); ++k) {
+    const int64_t sequence = dropped + static_cast<int64_t>(k);
+    ASSERT_EQ(kept[k].sequence(), sequence);
+    ASSERT_EQ(kept[k].task(), TaskIdOf(0x5f1c2a3b4c5 + sequence));
+  }
+  EXPECT_EQ(kept.back().sequence(), kEvents);
+}
+
 TEST(EventLogTest, AChildsKeyIsReadAsTheIdItSpells) {
   EventLog log(1 << 20);
   log.AppendStateChange(0x5f1c2a3b4c5, Time(10, 0), v1::Task::PENDING, 1, false);
