@@ -202,6 +202,8 @@ runtime::Task<void> ServeWatchOnEngine(Impl* impl, grpc::ServerCompletionQueue* 
                                         impl->options.watch_batch_bytes, &batch, &changed);
       if (!status.ok()) break;
       if (changed != nullptr) {
+        // Caught up: an idle watcher holds no buffer while it waits (64 bytes a stream).
+        std::vector<v1::Event>().swap(batch.events);
         status = co_await changed->Wait();
         continue;
       }
