@@ -635,8 +635,11 @@ v1::Stats Metrics::Snapshot() const {
   return stats;
 }
 
-void Metrics::OnTaskState(const v1::Task& task, const engine::TaskTimes& times,
-                          const std::string& /*group*/, v1::Task::State from, v1::Task::State to) {
+void Metrics::OnTaskState(const engine::TaskChange& change) {
+  const v1::Task& task = change.task;
+  const engine::TaskTimes& times = change.times;
+  const v1::Task::State from = change.from;
+  const v1::Task::State to = change.to;
   EngineCollector& e = *state_->engine;
   const int k = KindIndex(task);
   EngineCollector::Kind& kind = e.kinds[k];

@@ -70,8 +70,7 @@ class Metrics final : public engine::EngineObserver {
   // method, so that a misspelt name fails at startup. Lives as long as the metrics.
   GrpcMethodMetrics& GrpcMethod(std::string_view service, std::string_view method) const;
 
-  void OnTaskState(const v1::Task& task, const engine::TaskTimes& times, const std::string& group,
-                   v1::Task::State from, v1::Task::State to) override;
+  void OnTaskState(const engine::TaskChange& change) override;
   void OnGroupState(const v1::Group& group, v1::Group::State to) override;
   void OnEventLogs(int64_t bytes_retained, int64_t events_dropped) override;
   void OnSpawn(bool started) override;

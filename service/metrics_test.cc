@@ -36,14 +36,14 @@ TEST(MetricsTest, ATasksLifeMovesItsKindsFiguresAndItsHistogramsBuckets) {
   std::unique_ptr<Metrics> metrics = Metrics::Unserved();
   v1::Task task = SleepTask();
   engine::TaskTimes times{.create = kCreated};
-  metrics->OnTaskState(task, times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
+  metrics->OnTaskState({task, 0, times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING});
   std::string text = metrics->Scrape();
   EXPECT_THAT(text, HasSubstr("cotask_tasks_created_total{kind=\"sleep\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("cotask_tasks_pending{kind=\"sleep\",queue=\"\"} 1\n"));
 
   // Started 300us after its creation (bucket le=0.0005), ran 2s (bucket le=5).
   times.start = kCreated + 300'000;
-  metrics->OnTaskState(task, times, "", v1::Task::PENDING, v1::Task::RUNNING);
+  metrics->OnTaskState({task, 0, times, "", v1::Task::PENDING, v1::Task::RUNNING});
   text = metrics->Scrape();
   EXPECT_THAT(text, HasSubstr("cotask_tasks_pending{kind=\"sleep\",queue=\"\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("cotask_tasks_running{kind=\"sleep\",queue=\"\"} 1\n"));
@@ -54,7 +54,7 @@ TEST(MetricsTest, ATasksLifeMovesItsKindsFiguresAndItsHistogramsBuckets) {
   EXPECT_THAT(text, HasSubstr("cotask_task_wait_seconds_sum{kind=\"sleep\"} 0.0003\n"));
 
   times.end = times.start + 2'000'000'000;
-  metrics->OnTaskState(task, times, "", v1::Task::RUNNING, v1::Task::CANCELLED);
+  metrics->OnTaskState({task, 0, times, "", v1::Task::RUNNING, v1::Task::CANCELLED});
   text = metrics->Scrape();
   EXPECT_THAT(text, HasSubstr("cotask_tasks_running{kind=\"sleep\",queue=\"\"} 0\n"));
   EXPECT_THAT(text,
@@ -66,9 +66,10 @@ TEST(MetricsTest, ATasksLifeMovesItsKindsFiguresAndItsHistogramsBuckets) {
   // A bound is its own bucket's (le: less than or equal).
   v1::Task second = SleepTask();
   engine::TaskTimes second_times{.create = kCreated};
-  metrics->OnTaskState(second, second_times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
+  metrics->OnTaskState(
+      {second, 0, second_times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING});
   second_times.start = kCreated + 100'000;
-  metrics->OnTaskState(second, second_times, "", v1::Task::PENDING, v1::Task::RUNNING);
+  metrics->OnTaskState({second, 0, second_times, "", v1::Task::PENDING, v1::Task::RUNNING});
   EXPECT_THAT(metrics->Scrape(),
               HasSubstr("cotask_task_wait_seconds_bucket{kind=\"sleep\",le=\"0.0001\"} 1\n"));
 
@@ -87,17 +88,17 @@ TEST(MetricsTest, DispatchTasksAreCountedByQueueAndInTheirKindsTotal) {
   v1::Task in_a = DispatchTask("a");
   v1::Task in_b = DispatchTask("b");
   engine::TaskTimes times{.create = kCreated};
-  metrics->OnTaskState(in_a, times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
-  metrics->OnTaskState(in_a, times, "", v1::Task::PENDING, v1::Task::QUEUED);
-  metrics->OnTaskState(in_b, times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
-  metrics->OnTaskState(in_b, times, "", v1::Task::PENDING, v1::Task::QUEUED);
+  metrics->OnTaskState({in_a, 0, times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING});
+  metrics->OnTaskState({in_a, 0, times, "", v1::Task::PENDING, v1::Task::QUEUED});
+  metrics->OnTaskState({in_b, 0, times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING});
+  metrics->OnTaskState({in_b, 0, times, "", v1::Task::PENDING, v1::Task::QUEUED});
   times.start = times.create;
-  metrics->OnTaskState(in_b, times, "", v1::Task::QUEUED, v1::Task::RUNNING);
+  metrics->OnTaskState({in_b, 0, times, "", v1::Task::QUEUED, v1::Task::RUNNING});
   // A retry: back to PENDING, counted as one.
   in_b.set_attempt(2);
-  metrics->OnTaskState(in_b, times, "", v1::Task::RUNNING, v1::Task::PENDING);
-  metrics->OnTaskState(in_b, times, "", v1::Task::PENDING, v1::Task::QUEUED);
-  metrics->OnTaskState(in_b, times, "", v1::Task::QUEUED, v1::Task::RUNNING);
+  metrics->OnTaskState({in_b, 0, times, "", v1::Task::RUNNING, v1::Task::PENDING});
+  metrics->OnTaskState({in_b, 0, times, "", v1::Task::PENDING, v1::Task::QUEUED});
+  metrics->OnTaskState({in_b, 0, times, "", v1::Task::QUEUED, v1::Task::RUNNING});
   const std::string text = metrics->Scrape();
   EXPECT_THAT(text, HasSubstr("cotask_tasks_pending{kind=\"dispatch\",queue=\"a\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("cotask_tasks_running{kind=\"dispatch\",queue=\"a\"} 0\n"));
@@ -157,11 +158,11 @@ TEST(MetricsTest, ScrapesReadWhileTheEnginesThreadWrites) {
   for (int i = 0; i < kTasks; ++i) {
     v1::Task task = DispatchTask(i % 2 == 0 ? "even" : "odd");
     engine::TaskTimes times{.create = kCreated};
-    metrics->OnTaskState(task, times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING);
+    metrics->OnTaskState({task, 0, times, "", v1::Task::STATE_UNSPECIFIED, v1::Task::PENDING});
     times.start = times.create;
-    metrics->OnTaskState(task, times, "", v1::Task::PENDING, v1::Task::RUNNING);
+    metrics->OnTaskState({task, 0, times, "", v1::Task::PENDING, v1::Task::RUNNING});
     times.end = times.start;
-    metrics->OnTaskState(task, times, "", v1::Task::RUNNING, v1::Task::SUCCEEDED);
+    metrics->OnTaskState({task, 0, times, "", v1::Task::RUNNING, v1::Task::SUCCEEDED});
     metrics->OnEventLogs(i, 1);
   }
   done = true;

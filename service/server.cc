@@ -40,17 +40,18 @@ runtime::Task<void> DrainThenSignal(engine::Engine* engine, runtime::EventLoop::
 class TaskFailureLog final : public engine::EngineObserver {
  public:
   explicit TaskFailureLog(LogLevel level) : level_(level) {}
-  void OnTaskState(const v1::Task& task, const engine::TaskTimes&, const std::string& group,
-                   v1::Task::State, v1::Task::State to) override {
+  void OnTaskState(const engine::TaskChange& change) override {
+    const v1::Task& task = change.task;
+    const v1::Task::State to = change.to;
     if (to != v1::Task::FAILED && to != v1::Task::TIMED_OUT) return;
-    LogFields fields = {{"task", task.id()},
+    LogFields fields = {{"task", engine::TaskIdOf(change.key)},
                         {"kind", task.spec().has_exec()       ? "exec"
                                  : task.spec().has_dispatch() ? "dispatch"
                                                               : "sleep"},
                         {"state", v1::Task::State_Name(to)},
                         {"attempt", absl::StrCat(task.attempt())},
                         {"error", task.error().message()}};
-    if (!group.empty()) fields.emplace_back("group", group);
+    if (!change.group.empty()) fields.emplace_back("group", change.group);
     Log(level_, "task failed", fields);
   }
 
@@ -62,9 +63,8 @@ class TaskFailureLog final : public engine::EngineObserver {
 class Observers final : public engine::EngineObserver {
  public:
   void Add(engine::EngineObserver* observer) { observers_.push_back(observer); }
-  void OnTaskState(const v1::Task& task, const engine::TaskTimes& times, const std::string& group,
-                   v1::Task::State from, v1::Task::State to) override {
-    for (engine::EngineObserver* o : observers_) o->OnTaskState(task, times, group, from, to);
+  void OnTaskState(const engine::TaskChange& change) override {
+    for (engine::EngineObserver* o : observers_) o->OnTaskState(change);
   }
   void OnGroupState(const v1::Group& group, v1::Group::State to) override {
     for (engine::EngineObserver* o : observers_) o->OnGroupState(group, to);

@@ -209,7 +209,7 @@ void Engine::WatchSlowTask(TaskRecord& record) {
   if (!runner.context.debug()) return;
   record.rare().slow_timer = loop_.CallLater(
       ToChrono(runner.slow_task_duration),
-      [this, id = record.task.id(), attempt = record.task.attempt()] {
+      [this, id = IdOf(record), attempt = record.task.attempt()] {
         TaskRecord* found = FindRecord(id);
         if (found == nullptr) return;
         TaskRecord& task = *found;
@@ -231,13 +231,13 @@ void Engine::WatchSlowTask(TaskRecord& record) {
 
 void Engine::RunnerTaskEnded(TaskRecord& record) {
   RunnerRecord& runner = *record.runner;
-  runner.tasks.erase(record.task.id());
+  runner.tasks.erase(IdOf(record));
   const v1::Task::State state = record.task.state();
   // A group's children's failures are read with the group's.
   if (runner.context.debug() && record.group == nullptr &&
       (state == v1::Task::FAILED || state == v1::Task::TIMED_OUT) &&
       runner.failed_tasks.size() < kMaxRunnerReports) {
-    runner.failed_tasks.push_back(record.task.id());
+    runner.failed_tasks.push_back(IdOf(record));
   }
 }
 

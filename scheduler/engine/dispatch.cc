@@ -353,7 +353,7 @@ runtime::Task<Engine::Outcome> Engine::RunDispatch(TaskRecord* record) {
     const absl::Duration grace = options_.worker_cancel_grace;
     v1::WorkResponse command;
     v1::CancelAssignment& cancel = *command.mutable_cancel();
-    cancel.set_task(task.id());
+    cancel.set_task(IdOf(*record));
     cancel.set_attempt(task.attempt());
     cancel.set_message(
         task.cancel_message().empty()
@@ -425,7 +425,7 @@ void Engine::Assign(TaskRecord& record, WorkerRecord& worker) {
   dispatch.lease = std::make_unique<Lease>();
   dispatch.lease->worker = &worker;
   dispatch.lease->since = NowProto();
-  worker.leases.emplace(record.task.id(), &record);
+  worker.leases.emplace(IdOf(record), &record);
   worker.last_assignment = ++assignments_;
   v1::Task& task = record.task;
   task.set_worker(worker.worker.id());
@@ -445,7 +445,7 @@ void Engine::EndLease(TaskRecord& record) {
   Lease& lease = *record.dispatch->lease;
   WorkerRecord& worker = *lease.worker;
   lease.worker = nullptr;
-  worker.leases.erase(record.task.id());
+  worker.leases.erase(IdOf(record));
   SayDrainedIfSo(worker);
   PumpWorker(worker);
 }

@@ -498,7 +498,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request, GroupR
   // (A string field set to "" still allocates: only what is there is set.)
   record.times.create = NowNanos();
   const TaskKey key = record.key = NewTaskKey(record.times.create);
-  task.set_id(TaskIdOf(key));
+  // (Its id is its key's: IdOf.)
   // (Its group's name is its group record's while that is kept: GroupOf.)
   *task.mutable_labels() = request.labels();
   *task.mutable_spec() = request.spec();
@@ -531,7 +531,7 @@ Engine::TaskRecord& Engine::AddTask(const v1::CreateTaskRequest& request, GroupR
   }
   if (!request.runner().empty()) {
     record.runner = runners_.at(request.runner()).get();
-    record.runner->tasks.insert(task.id());
+    record.runner->tasks.insert(IdOf(record));
   }
   if (request.spec().has_dispatch()) {
     record.dispatch = std::make_unique<DispatchState>();
@@ -596,6 +596,7 @@ v1::Task Engine::View(const TaskRecord& task) const {
 
 void Engine::ViewInto(const TaskRecord& task, v1::Task* view) const {
   view->CopyFrom(task.task);
+  view->set_id(IdOf(task));
   if (task.group != nullptr) view->set_group(task.group->group.name());
   if (task.empty_result) view->mutable_result();
   *view->mutable_create_time() = TimestampOf(task.times.create);
@@ -654,7 +655,7 @@ absl::StatusOr<v1::ListTasksResponse> Engine::ListTasks(const v1::ListTasksReque
     }
     *response.add_tasks() = View(record);
     if (IsTerminal(record.task.state())) record.outcome_read = true;
-    last = record.task.id();
+    last = IdOf(record);
     return true;
   };
   TaskKey after = 0;  // (no task has key 0: the first page starts at the first task)
@@ -724,7 +725,7 @@ runtime::Task<v1::Task> Engine::Run(v1::CreateTaskRequest request) {
     TaskRecord& record = *found;
     if (IsTerminal(record.task.state())) {
       record.outcome_read = true;
-      co_return record.task;
+      co_return View(record);
     }
     ended->Clear();
     AddEndWaiter(record, ended);
@@ -984,7 +985,7 @@ void Engine::AbortGroup(GroupRecord& record, const std::string& message) {
   // Cancelling may end children at once (those that never started), which changes the sets.
   std::vector<TaskRecord*> tasks(record.active_tasks.begin(), record.active_tasks.end());
   std::sort(tasks.begin(), tasks.end(),
-            [](TaskRecord* a, TaskRecord* b) { return a->task.id() < b->task.id(); });
+            [](TaskRecord* a, TaskRecord* b) { return a->key < b->key; });
   std::vector<GroupRecord*> groups(record.active_groups.begin(), record.active_groups.end());
   for (TaskRecord* task : tasks) {
     if (!task->task.options().shield()) CancelTaskRecord(*task, message);
@@ -1095,7 +1096,7 @@ void Engine::StampEvents(const v1::WatchRequest& target, std::vector<v1::Event>*
     const std::string& group = GroupOf(record);
     for (v1::Event& event : *events) {
       if (event.has_truncated()) continue;
-      event.set_task(record.task.id());
+      event.set_task(IdOf(record));
       if (!group.empty() && (event.has_task_state() || event.has_attempt_ended())) {
         event.set_group(group);
       }
@@ -1175,6 +1176,8 @@ runtime::Task<void> Engine::Drain(runtime::EventLoop::Duration timeout) {
 void Engine::SignalIfIdle() {
   if (pending_tasks_ == 0) idle_.Set();
 }
+
+std::string Engine::IdOf(const TaskRecord& task) { return TaskIdOf(task.key); }
 
 const std::string& Engine::GroupOf(const TaskRecord& task) {
   return task.group != nullptr ? task.group->group.name() : task.task.group();

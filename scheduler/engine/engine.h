@@ -386,6 +386,8 @@ class Engine {
   absl::StatusOr<GroupRecord*> FindGroup(const std::string& name, const char* field) const;
   // A task's log, with its deferred events in it (TaskRecord::deferred_events).
   EventLog& TaskLog(TaskRecord& task);
+  // The task's id (its record keeps the key it spells, not the text).
+  static std::string IdOf(const TaskRecord& task);
   // The name of the task's group ("": none).
   static const std::string& GroupOf(const TaskRecord& task);
   // tasks_'s key: the number a task's id spells ("t" and 14 hex digits of a strictly increasing

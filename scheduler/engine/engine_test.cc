@@ -704,10 +704,15 @@ TEST_F(EngineTest, RunReturnsTheEndedTaskWithItsResult) {
   ASSERT_TRUE(task.ok()) << task.status();
   EXPECT_EQ(task->state(), v1::Task::SUCCEEDED);
   EXPECT_EQ(task->result().output(), "ran");
+  // The task as GetTask shows it: its id and times with it.
+  EXPECT_EQ(task->id().size(), kTaskIdSize);
+  EXPECT_GT(task->end_time().seconds(), 0);
+  EXPECT_EQ(task->SerializeAsString(), Get(task->id()).SerializeAsString());
   // A failure is a task that FAILED, not a failed call.
   task = loop_.RunUntilComplete(engine_->Run(FailingRequest(0)));
   ASSERT_TRUE(task.ok()) << task.status();
   EXPECT_EQ(task->state(), v1::Task::FAILED);
+  EXPECT_EQ(task->SerializeAsString(), Get(task->id()).SerializeAsString());
   EXPECT_THAT(loop_.RunUntilComplete(engine_->Run(SleepRequest(-1))).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("spec.sleep.duration")));
 }

@@ -71,7 +71,7 @@ runtime::Task<void> Engine::Life(TaskRecord* record) {
     // destruction), after its end is recorded.
     std::unique_ptr<Permits::Claim> claim;
     if (!options.acquire().empty()) {
-      claim = permits_.Acquire(task.id(), options.acquire());
+      claim = permits_.Acquire(IdOf(*record), options.acquire());
       if (!claim->granted()) {
         *task.mutable_waiting()->mutable_permits() = options.acquire();
         absl::Status granted = co_await claim->granted_event().Wait();
@@ -353,7 +353,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
   }
   if (record.dispatch != nullptr) QueueStateChanged(record, from, to);
   if (options_.observer != nullptr)
-    options_.observer->OnTaskState(task, record.times, GroupOf(record), from, to);
+    options_.observer->OnTaskState({task, record.key, record.times, GroupOf(record), from, to});
 
   // The standard events of a first attempt wait in deferred_events while nothing else is in
   // the log (TaskLog makes them when it is used).
@@ -389,7 +389,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     // (Its group is stamped as it is read.)
     if (terminal && task.has_error()) {
       v1::Event summary;
-      summary.set_task(task.id());
+      summary.set_task(IdOf(record));
       *summary.mutable_time() = TimestampOf(now);
       v1::TaskStateChange& told = *summary.mutable_task_state();
       told.set_state(to);
@@ -415,7 +415,7 @@ void Engine::Transition(TaskRecord& record, v1::Task::State to, const absl::Stat
     group->active_tasks.erase(&record);
     if (to == v1::Task::FAILED || to == v1::Task::TIMED_OUT) {
       v1::ChildFailure failure;
-      failure.set_task(task.id());
+      failure.set_task(IdOf(record));
       failure.set_state(to);
       *failure.mutable_error() = task.error();
       ChildEnded(*group, &failure);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cotask/v1/scheduler.pb.h"
+#include "scheduler/engine/task_key.h"
 
 namespace cotask::engine {
 
@@ -19,6 +20,16 @@ struct TaskTimes {
   int64_t create = 0;
   int64_t start = 0;  // of the current attempt's run (RUNNING)
   int64_t end = 0;
+};
+
+// A task's state change, as an observer is told it: the task as it is after it.
+struct TaskChange {
+  const v1::Task& task;  // without its id, times and group, which are these:
+  TaskKey key;           // the number its id spells (TaskIdOf spells it)
+  const TaskTimes& times;
+  const std::string& group;  // its group's name; "": none
+  v1::Task::State from;      // STATE_UNSPECIFIED at creation
+  v1::Task::State to;        // RUNNING -> PENDING is a retry (attempt: the next one's number)
 };
 
 // A queue's figures now (see v1::Queue).
@@ -34,13 +45,8 @@ struct QueueFigures {
 class EngineObserver {
  public:
   virtual ~EngineObserver() = default;
-  // Every task state change: `from` is STATE_UNSPECIFIED at creation; RUNNING -> PENDING is a
-  // retry (task.attempt() is the next attempt's number). `task`, `times` and `group` (its
-  // group's name, "": none) are as they are after the change (`task` without its times and
-  // group).
-  virtual void OnTaskState(const v1::Task& /*task*/, const TaskTimes& /*times*/,
-                           const std::string& /*group*/, v1::Task::State /*from*/,
-                           v1::Task::State /*to*/) {}
+  // Every task state change.
+  virtual void OnTaskState(const TaskChange& /*change*/) {}
   // Every group state change (OPEN at creation).
   virtual void OnGroupState(const v1::Group& /*group*/, v1::Group::State /*to*/) {}
   // The event logs: the bytes all of them hold now, and events just dropped to stay bounded.
