@@ -83,10 +83,11 @@ struct Engine::TaskRecord {
   }
   bool has_rare() const { return rare_ != nullptr; }
 
-  // Without its times, which are in `times`, and without its group's name while its group's
-  // record is kept (a string of every child's: GroupOf).
+  // Without its id, which `key` spells (IdOf), its times, which are in `times`, and its group's
+  // name while its group's record is kept (GroupOf): ViewInto puts them in its views. (Each
+  // was a heap block per task.)
   v1::Task task;
-  TaskKey key = 0;  // of task.id() (read where the id's text would be a cache miss)
+  TaskKey key = 0;
   TaskTimes times;
   EventLog log;
   GroupRecord* group = nullptr;
