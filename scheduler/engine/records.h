@@ -118,7 +118,7 @@ struct Engine::TaskRecord {
   std::unique_ptr<Rare> rare_;
 };
 
-inline absl::string_view Engine::RequestEq::IdOf(const RequestEntry& entry) {
+inline absl::string_view Engine::RequestEq::RequestIdOf(const RequestEntry& entry) {
   return entry.task->task.request_id();
 }
 
